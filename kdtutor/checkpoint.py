@@ -1,0 +1,88 @@
+"""Checkpoints that are written atomically, keep their metadata, and refuse to load when corrupt.
+
+File layout: one line ``kdtutor-checkpoint 1 <sha256>\\n`` followed by a ``torch.save`` payload holding the state
+dict, the metadata and, for kdtutor's own models, the architecture and its ``config``. :func:`load` checks the hash
+of the payload before unpickling anything (with ``weights_only=True``), so a truncated or altered file is an error.
+
+The write goes to a temporary file in the same folder, is flushed to disk, then renamed over the target
+(``os.replace`` is atomic on POSIX and Windows): an interrupted save leaves the old file intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MAGIC = b"kdtutor-checkpoint 1 "
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is corrupt, truncated, or not a kdtutor checkpoint."""
+
+
+def save(model: nn.Module, path: str | os.PathLike, **metadata) -> Path:
+    """Save ``model``'s weights and ``metadata`` (plain Python values: numbers, strings, lists, dicts) to ``path``."""
+    from kdtutor.models import ARCHITECTURES
+
+    path = Path(path)
+    arch = type(model).__name__
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": metadata,
+        "arch": arch if arch in ARCHITECTURES and hasattr(model, "config") else None,
+        "config": getattr(model, "config", None),
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    header = MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(header + data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load(path: str | os.PathLike, model: nn.Module | None = None, map_location="cpu"):
+    """Load a checkpoint written by :func:`save`: returns ``(model, metadata)``.
+
+    With ``model`` the weights are loaded into it (strictly: names and shapes must match). Without it, a kdtutor
+    model (:class:`~kdtutor.models.MLP`, :class:`~kdtutor.models.CNN`) is rebuilt from the stored config; any
+    other architecture needs ``model=``.
+    """
+    from kdtutor.models import ARCHITECTURES
+
+    path = Path(path)
+    blob = path.read_bytes()
+    head, sep, data = blob.partition(b"\n")
+    if not head.startswith(MAGIC) or not sep:
+        raise CheckpointError(f"{path}: not a kdtutor checkpoint (no '{MAGIC.decode().strip()}' header)")
+    if hashlib.sha256(data).hexdigest() != head[len(MAGIC):].decode(errors="replace"):
+        raise CheckpointError(f"{path}: checksum mismatch; the file is truncated or corrupt")
+    payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    if model is None:
+        if payload["arch"] not in ARCHITECTURES:
+            raise ValueError(f"model: {path} holds a model kdtutor cannot rebuild; pass the module to load into")
+        model = ARCHITECTURES[payload["arch"]](**payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    return model, payload["metadata"]

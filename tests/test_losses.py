@@ -1,0 +1,166 @@
+"""kdtutor.losses against an independent formula, autograd, stored golden values and the field's known bugs.
+
+Every property is written as a check on *any* implementation of kd_loss, so the same checks that pass for
+kdtutor's are shown to fail for each classic buggy variant (missing T^2, reduction="mean", probabilities into
+kl_div).
+"""
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdtutor.losses import distillation_loss, kd_loss, soft_targets
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "losses.json").read_text())
+
+# Fixed inputs (written out, so no RNG is involved in the golden values).
+S = torch.tensor([[2.0, -1.0, 0.5, 0.0], [0.1, 0.2, 3.0, -2.0], [-1.5, 2.5, 0.0, 1.0]], dtype=torch.float64)
+V = torch.tensor([[3.0, -2.0, 1.0, 0.0], [0.0, 0.5, 2.0, -1.0], [-1.0, 3.0, -0.5, 0.5]], dtype=torch.float64)
+Y = torch.tensor([0, 2, 1])
+
+
+def formula(s, v, T):
+    """Independent reference: T^2 / B * sum_b sum_i p_bi (log p_bi - log q_bi), written with exp/sum/log."""
+    def softmax(z):
+        e = torch.exp(z / T - (z / T).max(dim=1, keepdim=True).values)
+        return e / e.sum(dim=1, keepdim=True)
+    p, q = softmax(v), softmax(s)
+    return T * T * (p * (torch.log(p) - torch.log(q))).sum() / s.shape[0]
+
+
+# --- the field's known bugs, as alternative implementations ------------------------------------------------------
+
+def bug_missing_t2(s, v, T):
+    return F.kl_div(F.log_softmax(s / T, 1), F.softmax(v / T, 1), reduction="batchmean")
+
+
+def bug_mean_reduction(s, v, T):
+    with warnings.catch_warnings():  # torch warns about exactly this bug
+        warnings.simplefilter("ignore", UserWarning)
+        return F.kl_div(F.log_softmax(s / T, 1), F.softmax(v / T, 1), reduction="mean") * T * T
+
+
+def bug_probabilities_into_kl_div(s, v, T):
+    return F.kl_div(F.softmax(s / T, 1), F.softmax(v / T, 1), reduction="batchmean") * T * T
+
+
+# --- properties, each a function of an implementation ------------------------------------------------------------
+
+def matches_formula(fn) -> bool:
+    g = torch.Generator().manual_seed(1)
+    for T in (1.0, 2.0, 5.0):
+        s, v = (torch.randn(7, 10, generator=g, dtype=torch.float64) for _ in range(2))
+        if not torch.allclose(fn(s, v, T), formula(s, v, T), rtol=1e-10, atol=1e-12):
+            return False
+    return True
+
+
+def gradient_is_t_q_minus_p_over_b(fn) -> bool:
+    g = torch.Generator().manual_seed(2)
+    for T in (1.0, 3.0, 8.0):
+        s = torch.randn(5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+        v = 4 * torch.randn(5, 6, generator=g, dtype=torch.float64)
+        (grad,) = torch.autograd.grad(fn(s, v, T), s)
+        expected = T * (torch.softmax(s.detach() / T, 1) - torch.softmax(v / T, 1)) / s.shape[0]
+        if not torch.allclose(grad, expected, rtol=1e-8, atol=1e-12):
+            return False
+    return True
+
+
+def zero_for_equal_logits(fn) -> bool:
+    s = torch.randn(4, 10, generator=torch.Generator().manual_seed(3), dtype=torch.float64, requires_grad=True)
+    loss = fn(s, s.detach().clone(), 3.0)
+    (grad,) = torch.autograd.grad(loss, s)
+    return abs(loss.item()) < 1e-12 and grad.abs().max().item() < 1e-12
+
+
+def matches_golden(fn) -> bool:
+    return all(math.isclose(fn(S, V, T).item(), GOLDEN["kd_loss"][str(T)], rel_tol=1e-9)
+               for T in (1.0, 4.0, 20.0))
+
+
+PROPERTIES = [matches_formula, gradient_is_t_q_minus_p_over_b, zero_for_equal_logits, matches_golden]
+BUGS = [bug_missing_t2, bug_mean_reduction, bug_probabilities_into_kl_div]
+
+
+@pytest.mark.parametrize("prop", PROPERTIES, ids=lambda p: p.__name__)
+def test_kd_loss_has_property(prop):
+    assert prop(kd_loss)
+
+
+@pytest.mark.parametrize("bug", BUGS, ids=lambda b: b.__name__)
+def test_each_known_bug_fails_a_property(bug):
+    failed = [p.__name__ for p in PROPERTIES if not p(bug)]
+    assert failed, f"{bug.__name__} passes every property: the tests could not catch it"
+
+
+def test_the_oracle_itself_agrees_with_torch_kl_div():
+    s, v = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    torch_kl = F.kl_div(F.log_softmax(s / 2, 1), F.log_softmax(v / 2, 1), reduction="sum", log_target=True)
+    assert torch.allclose(formula(s, v, 2.0), 4 * torch_kl / 3)
+
+
+@pytest.mark.parametrize("c", [0.0, 7.5, -100.0])
+def test_invariant_to_adding_a_constant_to_either_logits(c):
+    base = kd_loss(S, V, 3.0)
+    assert torch.allclose(kd_loss(S + c, V, 3.0), base, atol=1e-12)
+    assert torch.allclose(kd_loss(S, V + c, 3.0), base, atol=1e-12)
+
+
+def test_kd_loss_is_nonnegative_and_stable_for_huge_logits():
+    s = torch.tensor([[1000.0, -1000.0, 0.0]])
+    v = torch.tensor([[-1000.0, 1000.0, 0.0]])
+    loss = kd_loss(s, v, 1.0)
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_soft_targets():
+    z = torch.tensor([[1.0, 2.0, 3.0]])
+    assert torch.allclose(soft_targets(z, 1.0), torch.softmax(z, 1))
+    assert torch.allclose(soft_targets(z, 2.0), torch.exp(z / 2) / torch.exp(z / 2).sum())
+    assert torch.allclose(soft_targets(z, 1e6), torch.full((1, 3), 1 / 3), atol=1e-5)  # T -> inf: uniform
+    assert torch.allclose(soft_targets(z, 1.0).sum(), torch.tensor(1.0))
+
+
+def test_distillation_loss_mixes_soft_and_hard():
+    ce = F.cross_entropy(S, Y)
+    for alpha in (0.0, 0.3, 1.0):
+        expected = alpha * formula(S, V, 4.0) + (1 - alpha) * ce
+        assert torch.allclose(distillation_loss(S, V, Y, 4.0, alpha), expected, rtol=1e-10)
+    assert math.isclose(distillation_loss(S, V, Y, 4.0, 0.5).item(), GOLDEN["distillation_loss_T4_a0.5"],
+                        rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "hot", None])
+def test_bad_temperature(bad):
+    with pytest.raises(ValueError, match="temperature"):
+        kd_loss(S, V, bad)
+    with pytest.raises(ValueError, match="temperature"):
+        soft_targets(S, bad)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_bad_alpha(bad):
+    with pytest.raises(ValueError, match="alpha"):
+        distillation_loss(S, V, Y, 2.0, bad)
+
+
+def test_mismatched_classes():
+    with pytest.raises(ValueError, match="teacher_logits.*10.*100|teacher_logits"):
+        kd_loss(torch.randn(4, 10), torch.randn(4, 100), 2.0)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        distillation_loss(torch.randn(4, 10), torch.randn(3, 10), torch.zeros(4, dtype=torch.long), 2.0, 0.5)
+    with pytest.raises(ValueError, match="student_logits"):
+        kd_loss(torch.randn(10), torch.randn(10), 2.0)
+
+
+@pytest.mark.parametrize("targets", [torch.tensor([0, 4, 1]), torch.tensor([0, -1, 1]), torch.tensor([0.0, 1.0, 2.0]),
+                                     torch.tensor([0, 1])])
+def test_bad_targets(targets):
+    with pytest.raises(ValueError, match="targets"):
+        distillation_loss(S, V, targets, 2.0, 0.5)

@@ -1,0 +1,151 @@
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import kdtutor as kd
+from kdtutor import models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def conv(c_in, c_out, k=3, bias=True):
+    return c_in * c_out * k * k + (c_out if bias else 0)
+
+
+def linear(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def test_parameter_counts_match_hand_computed():
+    teacher = conv(1, 32, bias=False) + 2 * 32 + conv(32, 64, bias=False) + 2 * 64 + linear(64 * 7 * 7, 128) \
+        + linear(128, 10)
+    assert kd.count_params(kd.teacher_cnn()) == teacher == 421_738
+    assert kd.count_params(kd.student_cnn()) == conv(1, 8) + conv(8, 16) + linear(16 * 7 * 7, 10)
+    assert kd.count_params(kd.MLP(hidden=(1200, 1200))) == linear(784, 1200) + linear(1200, 1200) + linear(1200, 10)
+    frozen = kd.MLP(hidden=(4,))
+    frozen.classifier.requires_grad_(False)
+    assert kd.count_params(frozen, trainable_only=True) == linear(784, 4)
+
+
+@pytest.mark.parametrize("model", [kd.MLP(), kd.MLP(hidden=(32, 16), dropout=0.2), kd.teacher_cnn(), kd.student_cnn(),
+                                   kd.CNN(channels=(4, 8, 8), hidden=0, in_channels=3, image_size=32)],
+                         ids=["mlp", "mlp-dropout", "teacher", "student", "cnn-rgb"])
+def test_forward_shapes(model):
+    c, s = model.config.get("in_channels", 1), model.config.get("image_size", 28)
+    assert model(torch.randn(5, c, s, s)).shape == (5, 10)
+
+
+def test_bad_model_arguments():
+    with pytest.raises(ValueError, match="dropout"):
+        kd.MLP(dropout=1.0)
+    with pytest.raises(ValueError, match="image_size"):
+        kd.CNN(channels=(8, 8, 8), image_size=28)
+    with pytest.raises(ValueError, match="channels"):
+        kd.CNN(channels=())
+
+
+def test_record_activations_reads_intermediate_features():
+    model = kd.teacher_cnn().eval()
+    x = torch.randn(3, 1, 28, 28)
+    with kd.record_activations(model, ["features.3", "classifier.2"]) as acts:
+        out = model(x)
+    assert acts["features.3"].shape == (3, 32, 14, 14)
+    assert acts["classifier.2"].shape == (3, 128)
+    assert torch.equal(model.classifier[3](acts["classifier.2"]), out)  # the head applied to the recorded features
+    assert all(not m._forward_hooks for m in model.modules())  # hooks removed on exit
+    with pytest.raises(ValueError, match="names.*nope"):
+        with kd.record_activations(model, ["nope"]):
+            pass
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------------------
+
+def test_save_load_roundtrip_rebuilds_kdtutor_models(tmp_path):
+    torch.manual_seed(0)
+    model = kd.CNN(channels=(4, 8), hidden=16, dropout=0.1)
+    path = kd.save(model, tmp_path / "sub" / "m.pt", epoch=3, note="hello", accs=[0.5, 0.6])
+    loaded, meta = kd.load(path)
+    assert type(loaded) is kd.CNN and loaded.config == model.config
+    assert meta == {"epoch": 3, "note": "hello", "accs": [0.5, 0.6]}
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
+    assert not list(tmp_path.glob("sub/.*.tmp"))
+
+
+def test_load_into_a_given_module(tmp_path):
+    custom = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    path = kd.save(custom, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="model"):
+        kd.load(path)
+    target = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    loaded, meta = kd.load(path, model=target)
+    assert loaded is target and meta == {} and torch.equal(target[0].weight, custom[0].weight)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "foreign"])
+def test_corrupt_checkpoint_is_an_error(tmp_path, damage):
+    path = kd.save(kd.MLP(hidden=(8,)), tmp_path / "m.pt")
+    blob = bytearray(path.read_bytes())
+    if damage == "flip":
+        blob[len(blob) // 2] ^= 0xFF
+    elif damage == "truncate":
+        blob = blob[: len(blob) - 100]
+    else:
+        buf = tmp_path / "plain.pt"
+        torch.save(kd.MLP().state_dict(), buf)
+        blob = buf.read_bytes()
+    path.write_bytes(bytes(blob))
+    with pytest.raises(kd.CheckpointError):
+        kd.load(path)
+
+
+def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
+    path = kd.save(kd.MLP(hidden=(8,)), tmp_path / "m.pt", version=1)
+    before = path.read_bytes()
+
+    def crash(fd):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        kd.save(kd.MLP(hidden=(16,)), path, version=2)
+    assert path.read_bytes() == before and kd.load(path)[1] == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left behind
+
+
+# --- the shipped teacher -------------------------------------------------------------------------------------------
+
+def test_shipped_teacher_record_and_hash():
+    record = kd.teacher_record()
+    path = models.WEIGHTS_DIR / record["file"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+    assert path.stat().st_size <= 2 * 2**20
+    assert record["parameters"] == kd.count_params(kd.teacher_cnn())
+    spec = importlib.util.spec_from_file_location("train_teacher", ROOT / "scripts" / "train_teacher.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert record["recipe"] == script.RECIPE  # the record describes the script that retrains it
+
+
+def test_tampered_teacher_is_refused(tmp_path, monkeypatch):
+    record = kd.teacher_record()
+    (tmp_path / record["file"]).write_bytes(b"x" + (models.WEIGHTS_DIR / record["file"]).read_bytes())
+    (tmp_path / f"{models.TEACHER_NAME}.json").write_text((models.WEIGHTS_DIR / f"{models.TEACHER_NAME}.json")
+                                                          .read_text())
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="SHA-256"):
+        kd.pretrained_teacher()
+
+
+def test_shipped_teacher_reaches_its_recorded_accuracy(fmnist):
+    teacher = kd.pretrained_teacher()
+    assert not teacher.training
+    assert isinstance(teacher, kd.CNN) and teacher.config == kd.teacher_cnn().config
+    acc = kd.evaluate(teacher, fmnist[1])
+    record = kd.teacher_record()
+    assert acc == pytest.approx(record["test_acc"], abs=0.001)  # 10 of 10,000 images: CPU-to-CPU float noise
+    assert acc > 0.91
+

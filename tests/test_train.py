@@ -1,0 +1,202 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Subset, TensorDataset
+
+import kdtutor as kd
+from kdtutor import train as ktrain
+
+
+def mlp(seed=0, hidden=(32,), dropout=0.0):
+    torch.manual_seed(seed)
+    return kd.MLP(hidden=hidden, dropout=dropout)
+
+
+def weights(model):
+    return torch.cat([p.detach().flatten().cpu() for p in model.parameters()])
+
+
+class Tripwire(nn.Module):
+    """Wraps a model; on forward call number ``at`` returns NaN logits or raises KeyboardInterrupt."""
+
+    def __init__(self, model, at, action):
+        super().__init__()
+        self.model, self.at, self.action, self.calls = model, at, action, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                if self.action == "interrupt":
+                    raise KeyboardInterrupt
+                return self.model(x) * float("nan")
+        return self.model(x)
+
+
+def test_default_device_here_is_cpu():
+    assert kd.default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_fit_learns_and_reports_history(small, capsys):
+    train, val = small
+    model = mlp()
+    before = kd.evaluate(model, val)
+    history = kd.fit(model, train, epochs=3, val=val, batch_size=64, device="cpu")
+    after = kd.evaluate(model, val)
+    assert before < 0.25 and after > 0.70
+    assert len(history) == 3 and history.epoch == [1, 2, 3] and not history.interrupted
+    assert history.train_loss[0] > history.train_loss[-1]
+    assert history.val_acc[-1] == pytest.approx(after)
+    assert history.lr[-1] < 1e-5  # cosine schedule annealed to ~0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("epoch 1/3") and "val acc" in lines[0]
+    assert not model.training
+
+
+def test_same_seed_gives_identical_weights_on_cpu(small):
+    train, _ = small
+    runs = []
+    for _ in range(2):
+        model = mlp(dropout=0.2)
+        kd.fit(model, train, epochs=2, seed=7, device="cpu", verbose=False, augment=kd.RandomShiftFlip(2))
+        runs.append(weights(model))
+    assert torch.equal(runs[0], runs[1])
+    other = mlp(dropout=0.2)
+    kd.fit(other, train, epochs=2, seed=8, device="cpu", verbose=False, augment=kd.RandomShiftFlip(2))
+    assert not torch.equal(runs[0], weights(other))
+
+
+def test_generic_datasets_take_the_dataloader_path(small):
+    train, val = small
+    subset = Subset(train, list(range(500)))
+    model = mlp()
+    history = kd.fit(model, subset, epochs=3, batch_size=32, val=Subset(val, list(range(200))), device="cpu",
+                     verbose=False)
+    assert len(history) == 3 and history.val_acc[-1] > 0.6
+    assert kd.evaluate(model, Subset(val, list(range(200)))) == pytest.approx(history.val_acc[-1])
+
+
+def test_distillation_keeps_teacher_frozen_in_eval_mode(small):
+    train, val = small
+    teacher = kd.CNN(channels=(4, 8), hidden=16)  # has BatchNorm: train mode would change its running stats
+    teacher.train()
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    kd.fit(mlp(), train, epochs=1, teacher=teacher, temperature=4, alpha=0.9, device="cpu", verbose=False)
+    assert not teacher.training
+    assert all(torch.equal(state[k], v) for k, v in teacher.state_dict().items())
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_cached_logits_train_like_the_online_teacher(small):
+    train, _ = small
+    torch.manual_seed(1)
+    teacher = kd.MLP(hidden=(64,)).eval()
+    online, cached = mlp(), mlp()
+    kd.fit(online, train, epochs=2, teacher=teacher, temperature=3, alpha=0.7, device="cpu", verbose=False)
+    logits = kd.compute_logits(teacher, train)
+    kd.fit(cached, train, epochs=2, teacher_logits=logits, temperature=3, alpha=0.7, device="cpu", verbose=False)
+    assert torch.allclose(weights(online), weights(cached), atol=1e-4)
+
+
+def test_alpha_one_learns_from_the_teacher_alone(small):
+    """A random teacher disagrees with the labels: with alpha=1 the student follows the teacher, with 0 the labels."""
+    train, val = small
+    torch.manual_seed(2)
+    teacher = kd.MLP(hidden=(64,)).eval()
+    with torch.no_grad():
+        teacher.classifier.weight.mul_(5)  # confident, arbitrary predictions
+    teacher_says = kd.compute_logits(teacher, val).argmax(1)
+    agreement = {}
+    for alpha in (0.0, 1.0):
+        student = mlp(seed=3)
+        kd.fit(student, train, epochs=3, teacher=teacher, temperature=2, alpha=alpha, device="cpu", verbose=False)
+        agreement[alpha] = (kd.compute_logits(student, val).argmax(1) == teacher_says).float().mean().item()
+    assert agreement[1.0] > 0.4 and agreement[0.0] < 0.2
+
+
+def test_refuses_bad_combinations(small):
+    train, _ = small
+    logits = torch.zeros(len(train), 10)
+    with pytest.raises(ValueError, match="augment.*cached|augment"):
+        kd.fit(mlp(), train, epochs=1, teacher_logits=logits, augment=kd.RandomShiftFlip())
+    with pytest.raises(ValueError, match="teacher_logits"):
+        kd.fit(mlp(), train, epochs=1, teacher=mlp(), teacher_logits=logits)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        kd.fit(mlp(), train, epochs=1, teacher_logits=logits[:10])
+    with pytest.raises(ValueError, match="temperature"):
+        kd.fit(mlp(), train, epochs=1, teacher=mlp(), temperature=0)
+    with pytest.raises(ValueError, match="alpha"):
+        kd.fit(mlp(), train, epochs=1, teacher=mlp(), alpha=2)
+    for kwargs, name in (({"epochs": 0}, "epochs"), ({"epochs": 1.5}, "epochs"),
+                         ({"epochs": 1, "batch_size": 0}, "batch_size"), ({"epochs": 1, "optimizer": "lbfgs"},
+                                                                          "optimizer"),
+                         ({"epochs": 1, "schedule": "step"}, "schedule")):
+        with pytest.raises(ValueError, match=name):
+            kd.fit(mlp(), train, **kwargs)
+    with pytest.raises(ValueError, match="empty"):
+        kd.fit(mlp(), TensorDataset(torch.zeros(0, 784), torch.zeros(0, dtype=torch.long)), epochs=1)
+
+
+def test_mismatched_teacher_and_bad_labels(small):
+    train, _ = small
+    with pytest.raises(ValueError, match="teacher_logits.*100"):
+        kd.fit(mlp(), train, epochs=1, teacher=kd.MLP(hidden=(8,), num_classes=100), device="cpu")
+    x, y = train.tensors
+    with pytest.raises(ValueError, match="targets"):
+        kd.fit(kd.MLP(num_classes=5), TensorDataset(x[:100], y[:100]), epochs=1, device="cpu")
+
+
+def test_nan_loss_stops_naming_epoch_and_step(small):
+    train, _ = small
+    history = kd.History()
+    model = Tripwire(mlp(), at=32 + 6, action="nan")  # 32 steps per epoch: 31 batches of 64, one of 16
+    with pytest.raises(FloatingPointError, match="epoch 2, step 6") as err:
+        kd.fit(model, train, epochs=3, batch_size=64, device="cpu", verbose=False, history=history, check_every=50)
+    assert err.value.history is history and len(history) == 1
+
+
+def test_interrupt_keeps_weights_and_history(small, capsys):
+    train, _ = small
+    model = Tripwire(mlp(), at=32 + 5, action="interrupt")
+    start = weights(model)
+    history = kd.fit(model, train, epochs=3, batch_size=64, device="cpu")
+    assert history.interrupted and len(history) == 1
+    assert not torch.equal(weights(model), start)  # the trained weights are kept
+    assert "Interrupted in epoch 2, step 5" in capsys.readouterr().out
+
+
+def test_history_continues_and_plots(small):
+    import matplotlib
+    matplotlib.use("Agg")
+    train, val = small
+    model = mlp()
+    history = kd.fit(model, train, epochs=1, val=val, device="cpu", verbose=False)
+    kd.fit(model, train, epochs=2, device="cpu", verbose=False, history=history)
+    assert history.epoch == [1, 2, 3] and math.isnan(history.val_acc[-1])
+    assert set(history.as_dict()) == {"epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds"}
+    ax = history.plot(label="mlp")
+    assert len(ax.lines) == 2
+
+
+def test_evaluate_restores_mode_and_compute_logits_keeps_order(small):
+    _, val = small
+    model = mlp(dropout=0.5).train()
+    logits = kd.compute_logits(model, val, batch_size=100)
+    assert model.training and logits.shape == (1000, 10)
+    assert torch.allclose(logits[123], model.eval()(val.tensors[0][123:124])[0], atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16", "fp16+scaler"])
+def test_cuda_mixed_precision(small, monkeypatch, bf16):
+    train, val = small
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    teacher = mlp(seed=5, hidden=(64,))
+    kd.fit(teacher, train, epochs=2, device="cuda", verbose=False)
+    student = mlp()
+    history = kd.fit(student, train, epochs=2, teacher=teacher, device="cuda", val=val, verbose=False)
+    assert next(student.parameters()).is_cuda and next(student.parameters()).dtype == torch.float32
+    assert all(math.isfinite(v) for v in history.train_loss) and history.val_acc[-1] > 0.6
+    assert ktrain.default_device().type == "cuda"
