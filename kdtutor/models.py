@@ -1,7 +1,7 @@
 """The book's models: MLPs, a small CNN student, the CNN teacher, and the teacher that ships with the package.
 
 Every model maps a batch ``B x C x H x W`` of images to ``B x num_classes`` logits, and keeps the keyword
-arguments it was built with in ``model.config`` so that :func:`kdtutor.load` can rebuild it from a checkpoint.
+arguments it was built with in ``model.config`` so that :func:`kdtutor.checkpoint.load` can rebuild it.
 
 Intermediate features are reachable by name (``model.features[3]``, ``model.classifier[0]``, ...): see
 :func:`record_activations`, which wraps PyTorch forward hooks.

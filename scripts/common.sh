@@ -1,7 +1,7 @@
 # Shared by scripts/test.sh and scripts/build_book.sh: the virtual environment, the data, stage timing.
 VENV=${KDTUTOR_VENV:-.venv}
 PY="$VENV/bin/python"
-export PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg
+export PYTHONDONTWRITEBYTECODE=1
 
 # stage NAME COMMAND...: run COMMAND, then print how long it took; stop everything if it fails.
 stage() {
@@ -49,4 +49,14 @@ ensure_fashion_mnist() {
     fi
     echo "Trying to download Fashion-MNIST with torchvision"
     "$PY" -m kdtutor data
+}
+
+# build_book: Jupyter Book 1.x to HTML, warnings as errors, nitpicky references.
+build_book() {
+    "$VENV/bin/jupyter-book" build . -W -n --keep-going --quiet
+}
+
+# nbval: re-execute every notebook and compare with its stored outputs (strict mode).
+run_nbval() {
+    "$PY" -m pytest --nbval book --nbval-sanitize-with tests/nbval-sanitize.cfg -p no:cacheprovider -q
 }

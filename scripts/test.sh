@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The test command (README): sets up what the tests need, then runs them, printing each stage's time.
+# README command 2, the test command: sets up what the tests need, then runs them, printing each stage's time:
+# unit tests, nbval over every notebook, and the book build with warnings as errors.
 #   bash scripts/test.sh            # everything
-#   bash scripts/test.sh -k losses  # extra arguments go to pytest
+#   bash scripts/test.sh -k losses  # only unit tests, extra arguments go to pytest (nbval and build skipped)
 # Environment: KDTUTOR_VENV (default .venv) is the virtual environment it creates and reuses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
+total=$SECONDS
 
-stage "set up $VENV" setup_venv test
-
+stage "set up $VENV" setup_venv test,book
 stage "Fashion-MNIST" ensure_fashion_mnist
-
 stage "unit tests" "$PY" -m pytest -q "$@"
-
-echo "all stages passed"
+if [ $# -eq 0 ]; then
+    stage "nbval (every notebook, strict)" run_nbval
+    stage "book build (-W -n)" build_book
+fi
+echo "all stages passed in $((SECONDS - total)) s"

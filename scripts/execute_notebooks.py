@@ -1,0 +1,88 @@
+"""Execute the book's notebooks in place, so their stored outputs are the ones nbval will re-check.
+
+    python scripts/execute_notebooks.py                       # every notebook in _toc.yml, in book order
+    python scripts/execute_notebooks.py book/getting-started.ipynb
+
+Runs each notebook with the ``python3`` kernel from its own folder (as nbval does), fails on any error or stderr
+output, and updates the per-notebook timing table ``book/execution-times.md``. Use ``bash scripts/execute.sh``,
+which sets up the environment first.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "book" / "execution-times.md"
+HEADER = """# Execution times
+
+How long each chapter takes to execute from top to bottom, measured by `scripts/execute_notebooks.py` when it
+last stored the chapter's outputs. CI re-executes every notebook under nbval; the whole book must stay within
+**20 minutes on 2 CPU cores**.
+
+| notebook | seconds | machine |
+| --- | ---: | --- |
+"""
+ROW = re.compile(r"^\| `(?P<nb>[^`]+)` \| (?P<s>[\d.]+) \| (?P<machine>.*) \|$")
+
+
+def toc_notebooks() -> list[Path]:
+    files = re.findall(r"file:\s*(\S+)", (ROOT / "_toc.yml").read_text())
+    return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
+
+
+def problems(nb) -> list[str]:
+    found = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                found.append(f"cell {i}: {out['ename']}: {out['evalue']}")
+            elif out.get("name") == "stderr":
+                found.append(f"cell {i}: stderr: {out['text'][:300]}")
+    return found
+
+
+def main(paths: list[str]) -> int:
+    notebooks = [Path(p).resolve() for p in paths] or toc_notebooks()
+    old = {}
+    if TABLE.exists():
+        for line in TABLE.read_text().splitlines():
+            if m := ROW.match(line):
+                old[m["nb"]] = (float(m["s"]), m["machine"])
+    machine = f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}"
+    failed = False
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        client = NotebookClient(nb, timeout=1200, kernel_name="python3", record_timing=False,
+                                resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+        except Exception as err:  # the notebook keeps the outputs up to the failing cell for inspection
+            print(f"{path.name}: FAILED: {type(err).__name__}: {str(err)[-1500:]}")
+            failed = True
+        seconds = time.perf_counter() - start
+        nbformat.write(nb, path)
+        bad = problems(nb)
+        if bad:
+            print(f"{path.name}: stored outputs hold errors or stderr:\n  " + "\n  ".join(bad))
+            failed = True
+        old[str(path.relative_to(ROOT))] = (seconds, machine)
+        print(f"{path.relative_to(ROOT)}: {seconds:.1f} s")
+    order = [str(p.relative_to(ROOT)) for p in toc_notebooks()]
+    rows = [f"| `{nb}` | {old[nb][0]:.1f} | {old[nb][1]} |" for nb in order if nb in old]
+    total = sum(old[nb][0] for nb in order if nb in old)
+    TABLE.write_text(HEADER + "\n".join(rows) + f"\n| **whole book** | **{total:.1f}** | |\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
