@@ -21,8 +21,18 @@ def glue(name: str, value, fmt: str = "") -> None:
     except ImportError:  # on Colab or in plain Jupyter: printing is enough
         myst_glue = None
     if myst_glue is not None:
-        myst_glue(name, value, display=False)
+        myst_glue(name, _Text(value) if isinstance(value, str) else value, display=False)
     print(f"{name} = {value:{fmt}}")
+
+
+class _Text:
+    """A string whose repr is itself, so ``{glue:text}`` shows ``Shirt`` rather than ``'Shirt'``."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 @contextmanager

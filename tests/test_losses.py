@@ -7,7 +7,6 @@ kl_div).
 
 import json
 import math
-import warnings
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from kdtutor.losses import distillation_loss, kd_loss, soft_targets
+from kdtutor.pitfalls import BUGS as KNOWN_BUGS
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "losses.json").read_text())
 
@@ -31,22 +31,6 @@ def formula(s, v, T):
         return e / e.sum(dim=1, keepdim=True)
     p, q = softmax(v), softmax(s)
     return T * T * (p * (torch.log(p) - torch.log(q))).sum() / s.shape[0]
-
-
-# --- the field's known bugs, as alternative implementations ------------------------------------------------------
-
-def bug_missing_t2(s, v, T):
-    return F.kl_div(F.log_softmax(s / T, 1), F.softmax(v / T, 1), reduction="batchmean")
-
-
-def bug_mean_reduction(s, v, T):
-    with warnings.catch_warnings():  # torch warns about exactly this bug
-        warnings.simplefilter("ignore", UserWarning)
-        return F.kl_div(F.log_softmax(s / T, 1), F.softmax(v / T, 1), reduction="mean") * T * T
-
-
-def bug_probabilities_into_kl_div(s, v, T):
-    return F.kl_div(F.softmax(s / T, 1), F.softmax(v / T, 1), reduction="batchmean") * T * T
 
 
 # --- properties, each a function of an implementation ------------------------------------------------------------
@@ -85,7 +69,7 @@ def matches_golden(fn) -> bool:
 
 
 PROPERTIES = [matches_formula, gradient_is_t_q_minus_p_over_b, zero_for_equal_logits, matches_golden]
-BUGS = [bug_missing_t2, bug_mean_reduction, bug_probabilities_into_kl_div]
+BUGS = list(KNOWN_BUGS.values())  # kdtutor.pitfalls: the known bugs, wrong on purpose
 
 
 @pytest.mark.parametrize("prop", PROPERTIES, ids=lambda p: p.__name__)
