@@ -207,6 +207,41 @@ def split(dataset: Dataset, n_val: int, seed: int = 0):
     return Subset(dataset, train_idx.tolist()), Subset(dataset, val_idx.tolist())
 
 
+def subset(dataset: Dataset, indices) -> Dataset:
+    """The samples at ``indices``: a TensorDataset for a TensorDataset (fast path kept), else a ``Subset``.
+
+    Index cached teacher logits with the same ``indices`` to keep them aligned.
+    """
+    idx = torch.as_tensor(indices, dtype=torch.int64)
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[idx] for t in dataset.tensors))
+    return Subset(dataset, idx.tolist())
+
+
+def stratified_indices(labels: torch.Tensor, n_per_class: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of ``n_per_class`` random samples of every class present in ``labels`` (seeded, deterministic).
+
+    A scarce-label regime with balanced classes: ``subset(train, stratified_indices(y, 50, seed))``.
+    """
+    labels = torch.as_tensor(labels)
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in labels.unique().tolist():
+        members = (labels == c).nonzero().flatten()
+        if n_per_class > len(members) or n_per_class < 1:
+            raise ValueError(f"n_per_class: expected 1 to {len(members)} (class {c} has {len(members)} samples), "
+                             f"got {n_per_class}")
+        chosen.append(members[torch.randperm(len(members), generator=g)[:n_per_class]])
+    return torch.cat(chosen).sort().values
+
+
+def without_classes(labels: torch.Tensor, classes) -> torch.Tensor:
+    """Sorted indices of the samples whose label is *not* in ``classes`` (Hinton's omitted-class transfer set)."""
+    labels = torch.as_tensor(labels)
+    drop = torch.as_tensor(list(classes), dtype=labels.dtype)
+    return (~torch.isin(labels, drop)).nonzero().flatten()
+
+
 def book_split(train: Dataset):
     """The book's convention: ``split(train, 5000, seed=0)``."""
     return split(train, BOOK_N_VAL, BOOK_SPLIT_SEED)
