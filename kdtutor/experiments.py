@@ -12,6 +12,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 
+import torch
+
+from kdtutor.train import evaluate, fit
+
 
 def over_seeds(run: Callable[[int], dict], seeds: Iterable[int], **config) -> list[dict]:
     """``[{**config, "seed": s, **run(s)} for s in seeds]``: one tidy row per seed."""
@@ -28,10 +32,6 @@ def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[i
     ``model`` and ``history`` (the trained module and its :class:`~kdtutor.train.History`). ``fit_kwargs`` go to
     ``fit`` (``verbose`` defaults to ``False``).
     """
-    import torch
-
-    from kdtutor.train import evaluate, fit
-
     fit_kwargs.setdefault("verbose", False)
 
     def run(seed: int) -> dict:

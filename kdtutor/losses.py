@@ -97,7 +97,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 
 def _distillation_loss(student_logits, teacher_logits, targets, t: float, alpha: float) -> torch.Tensor:
-    hard = F.cross_entropy(_full(student_logits), targets) if alpha < 1 else student_logits.new_zeros(())
+    hard = F.cross_entropy(_full(student_logits), targets.long()) if alpha < 1 else student_logits.new_zeros(())
     soft = _kd_loss(student_logits, teacher_logits, t) if alpha > 0 else student_logits.new_zeros(())
     return alpha * soft + (1 - alpha) * hard
 

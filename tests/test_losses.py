@@ -120,6 +120,12 @@ def test_distillation_loss_mixes_soft_and_hard():
                         rel_tol=1e-6)
 
 
+def test_integer_targets_of_any_width():
+    expected = distillation_loss(S, V, Y, 2.0, 0.5)
+    for dtype in (torch.int32, torch.uint8):
+        assert torch.equal(distillation_loss(S, V, Y.to(dtype), 2.0, 0.5), expected)
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "hot", None])
 def test_bad_temperature(bad):
     with pytest.raises(ValueError, match="temperature"):
