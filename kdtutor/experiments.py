@@ -93,7 +93,6 @@ def best_class_shift(logits, labels, cls: int, shifts) -> tuple[float, float]:
     Tune it on the validation split, then add it to the bias of the model's output unit for ``cls``. Returns
     ``(shift, accuracy)``; of equally good shifts, the first in ``shifts`` wins.
     """
-
     best = (float("nan"), -1.0)
     for shift in shifts:
         shifted = logits.clone()

@@ -13,6 +13,7 @@ temperature is what distillation does to soften targets (:func:`kdtutor.losses.s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -56,10 +57,9 @@ def reliability(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, te
     count = torch.bincount(which, minlength=n_bins).double()
     acc_sum = torch.bincount(which, weights=correct, minlength=n_bins)
     conf_sum = torch.bincount(which, weights=confidence, minlength=n_bins)
-    with torch.no_grad():
-        accuracy = torch.where(count > 0, acc_sum / count.clamp_min(1), torch.tensor(float("nan"), dtype=torch.float64))
-        mean_conf = torch.where(count > 0, conf_sum / count.clamp_min(1),
-                                torch.tensor(float("nan"), dtype=torch.float64))
+    empty = torch.full_like(count, float("nan"))
+    accuracy = torch.where(count > 0, acc_sum / count.clamp_min(1), empty)
+    mean_conf = torch.where(count > 0, conf_sum / count.clamp_min(1), empty)
     return Reliability(edges, accuracy, mean_conf, count)
 
 
@@ -78,16 +78,19 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, low: float = 0.0
     logits = logits.double()
 
     def nll(log_t: float) -> float:
-        return F.cross_entropy(logits / float(torch.exp(torch.tensor(log_t))), labels).item()
+        return F.cross_entropy(logits / math.exp(log_t), labels).item()
 
-    a, b = float(torch.log(torch.tensor(low))), float(torch.log(torch.tensor(high)))
+    a, b = math.log(low), math.log(high)
     ratio = (5 ** 0.5 - 1) / 2
     c, d = b - ratio * (b - a), a + ratio * (b - a)
-    for _ in range(80):
-        if nll(c) < nll(d):
-            b, d = d, c
+    fc, fd = nll(c), nll(d)
+    for _ in range(80):  # each step keeps one inner point and its NLL: one new evaluation per step
+        if fc < fd:
+            b, d, fd = d, c, fc
             c = b - ratio * (b - a)
+            fc = nll(c)
         else:
-            a, c = c, d
+            a, c, fc = c, d, fd
             d = a + ratio * (b - a)
-    return float(torch.exp(torch.tensor((a + b) / 2)))
+            fd = nll(d)
+    return math.exp((a + b) / 2)
