@@ -1,7 +1,18 @@
 """kdtutor: the package behind the book *Knowledge distillation, step by step*.
 
-Data (:mod:`kdtutor.data`), models and the shipped teacher (:mod:`kdtutor.models`), distillation losses
-(:mod:`kdtutor.losses`), the training loop (:mod:`kdtutor.train`) and checkpoints (:mod:`kdtutor.checkpoint`).
+Its rooms, each a subpackage or module whose docstring says what lives there (imports go one way, down this list):
+
+* :mod:`kdtutor.checks` — argument checks shared by every module;
+* :mod:`kdtutor.data` — datasets as in-memory tensors, splits, augmentation, batches that stay on the device;
+* :mod:`kdtutor.checkpoint` — atomic, checksummed checkpoints;
+* :mod:`kdtutor.models` — architectures, intermediate features, the shipped pretrained models (registry);
+* :mod:`kdtutor.losses` — pure loss functions of tensors;
+* :mod:`kdtutor.evaluation` — predictions, cached teacher logits, calibration, cost;
+* :mod:`kdtutor.training` — ``fit``, its settings and its objectives;
+* :mod:`kdtutor.experiments` — repeated runs over seeds and paired comparisons;
+* :mod:`kdtutor.pitfalls` (wrong on purpose) and :mod:`kdtutor.notebook` (helpers for the book's notebooks).
+
+``kdtutor.train``, ``kdtutor.measure`` and ``kdtutor.metrics`` are the old module names, kept as thin re-exports.
 The most used names are re-exported here::
 
     import kdtutor as kd
@@ -12,7 +23,7 @@ The most used names are re-exported here::
     kd.evaluate(student, test)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from kdtutor.checkpoint import CheckpointError, load, save
 from kdtutor.data import (
@@ -22,31 +33,40 @@ from kdtutor.data import (
     DatasetNotFoundError,
     RandomShiftFlip,
     book_split,
+    denormalize,
     load_cifar10,
     load_fashion_mnist,
     load_mnist,
     split,
+    stratified_indices,
+    subset,
+    without_classes,
 )
+from kdtutor.evaluation import accuracy, cached_logits, compute_logits, evaluate
 from kdtutor.losses import distillation_loss, kd_loss, soft_targets
 from kdtutor.models import (
     CNN,
     MLP,
     count_params,
+    pretrained,
     pretrained_teacher,
     record_activations,
+    shipped_models,
     student_cnn,
     teacher_cnn,
     teacher_record,
 )
-from kdtutor.train import History, compute_logits, default_device, evaluate, fit
+from kdtutor.training import CrossEntropy, Distillation, History, Objective, TrainConfig, default_device, fit
 
 __all__ = [
     "__version__",
     "CheckpointError", "load", "save",
     "FASHION_CLASSES", "FMNIST_MEAN", "FMNIST_STD", "DatasetNotFoundError", "RandomShiftFlip", "book_split",
-    "load_cifar10", "load_fashion_mnist", "load_mnist", "split",
+    "denormalize", "load_cifar10", "load_fashion_mnist", "load_mnist", "split", "stratified_indices", "subset",
+    "without_classes",
+    "accuracy", "cached_logits", "compute_logits", "evaluate",
     "distillation_loss", "kd_loss", "soft_targets",
-    "CNN", "MLP", "count_params", "pretrained_teacher", "record_activations", "student_cnn", "teacher_cnn",
-    "teacher_record",
-    "History", "compute_logits", "default_device", "evaluate", "fit",
+    "CNN", "MLP", "count_params", "pretrained", "pretrained_teacher", "record_activations", "shipped_models",
+    "student_cnn", "teacher_cnn", "teacher_record",
+    "CrossEntropy", "Distillation", "History", "Objective", "TrainConfig", "default_device", "fit",
 ]

@@ -1,11 +1,16 @@
 """Checkpoints that are written atomically, keep their metadata, and refuse to load when corrupt.
 
 File layout: one line ``kdtutor-checkpoint 1 <sha256>\\n`` followed by a ``torch.save`` payload holding the state
-dict, the metadata and, for kdtutor's own models, the architecture and its ``config``. :func:`load` checks the hash
-of the payload before unpickling anything (with ``weights_only=True``), so a truncated or altered file is an error.
+dict, the metadata and, for registered architectures, the architecture's name and its ``config``. :func:`load`
+checks the hash of the payload before unpickling anything (with ``weights_only=True``), so a truncated or altered
+file is an error.
 
 The write goes to a temporary file in the same folder, is flushed to disk, then renamed over the target
-(``os.replace`` is atomic on POSIX and Windows): an interrupted save leaves the old file intact.
+(``os.replace`` is atomic on POSIX and Windows): an interrupted save leaves the old file intact. The same framing
+(:func:`write_verified`, :func:`read_verified`) stores any payload of tensors and plain values, e.g. cached logits.
+
+Architectures are registered by exact type with the :func:`architecture` decorator: a reader's own ``class MLP``
+is not kdtutor's ``MLP`` and is saved without a name (load it with ``load(path, model=...)``).
 """
 
 from __future__ import annotations
@@ -19,25 +24,36 @@ from pathlib import Path
 import torch
 from torch import nn
 
+__all__ = ["ARCHITECTURES", "CheckpointError", "architecture", "load", "read_verified", "save", "write_verified"]
+
 MAGIC = b"kdtutor-checkpoint 1 "
+
+# name stored in the file -> the class that rebuilds it from its ``config`` (filled by @architecture)
+ARCHITECTURES: dict[str, type[nn.Module]] = {}
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is corrupt, truncated, or not a kdtutor checkpoint."""
 
 
-def save(model: nn.Module, path: str | os.PathLike, **metadata) -> Path:
-    """Save ``model``'s weights and ``metadata`` (plain Python values: numbers, strings, lists, dicts) to ``path``."""
-    from kdtutor.models import ARCHITECTURES
+def architecture(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator: let :func:`load` rebuild ``cls`` from its ``config`` dict (saved under the class name)."""
+    name = cls.__name__
+    if name in ARCHITECTURES and ARCHITECTURES[name] is not cls:
+        raise ValueError(f"cls: an architecture named {name!r} is already registered ({ARCHITECTURES[name]})")
+    ARCHITECTURES[name] = cls
+    return cls
 
+
+def _architecture_name(model: nn.Module) -> str | None:
+    """The registered name of ``type(model)`` itself (not of a subclass or a look-alike), if it has a config."""
+    name = type(model).__name__
+    return name if ARCHITECTURES.get(name) is type(model) and hasattr(model, "config") else None
+
+
+def write_verified(path: str | os.PathLike, payload: dict) -> Path:
+    """``torch.save(payload)`` behind a SHA-256 header, written atomically (temporary file, fsync, rename)."""
     path = Path(path)
-    arch = type(model).__name__
-    payload = {
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metadata": metadata,
-        "arch": arch if arch in ARCHITECTURES and hasattr(model, "config") else None,
-        "config": getattr(model, "config", None),
-    }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
@@ -57,6 +73,29 @@ def save(model: nn.Module, path: str | os.PathLike, **metadata) -> Path:
     return path
 
 
+def read_verified(path: str | os.PathLike, map_location="cpu") -> dict:
+    """The payload of a file written by :func:`write_verified`; :class:`CheckpointError` if it is not intact."""
+    path = Path(path)
+    blob = path.read_bytes()
+    head, sep, data = blob.partition(b"\n")
+    if not head.startswith(MAGIC) or not sep:
+        raise CheckpointError(f"{path}: not a kdtutor checkpoint (no '{MAGIC.decode().strip()}' header)")
+    if hashlib.sha256(data).hexdigest() != head[len(MAGIC):].decode(errors="replace"):
+        raise CheckpointError(f"{path}: checksum mismatch; the file is truncated or corrupt")
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+
+
+def save(model: nn.Module, path: str | os.PathLike, **metadata) -> Path:
+    """Save ``model``'s weights and ``metadata`` (plain Python values: numbers, strings, lists, dicts) to ``path``."""
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": metadata,
+        "arch": _architecture_name(model),
+        "config": getattr(model, "config", None),
+    }
+    return write_verified(path, payload)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -66,20 +105,11 @@ def _umask() -> int:
 def load(path: str | os.PathLike, model: nn.Module | None = None, map_location="cpu"):
     """Load a checkpoint written by :func:`save`: returns ``(model, metadata)``.
 
-    With ``model`` the weights are loaded into it (strictly: names and shapes must match). Without it, a kdtutor
-    model (:class:`~kdtutor.models.MLP`, :class:`~kdtutor.models.CNN`) is rebuilt from the stored config; any
-    other architecture needs ``model=``.
+    With ``model`` the weights are loaded into it (strictly: names and shapes must match). Without it, a registered
+    architecture (:class:`~kdtutor.models.MLP`, :class:`~kdtutor.models.CNN`, ...) is rebuilt from the stored
+    config; any other model needs ``model=``.
     """
-    from kdtutor.models import ARCHITECTURES
-
-    path = Path(path)
-    blob = path.read_bytes()
-    head, sep, data = blob.partition(b"\n")
-    if not head.startswith(MAGIC) or not sep:
-        raise CheckpointError(f"{path}: not a kdtutor checkpoint (no '{MAGIC.decode().strip()}' header)")
-    if hashlib.sha256(data).hexdigest() != head[len(MAGIC):].decode(errors="replace"):
-        raise CheckpointError(f"{path}: checksum mismatch; the file is truncated or corrupt")
-    payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    payload = read_verified(path, map_location)
     if model is None:
         if payload["arch"] not in ARCHITECTURES:
             raise ValueError(f"model: {path} holds a model kdtutor cannot rebuild; pass the module to load into")

@@ -14,7 +14,11 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from kdtutor.train import evaluate, fit
+from kdtutor.evaluation import evaluate
+from kdtutor.notebook import pm
+from kdtutor.training import fit
+
+__all__ = ["best_class_shift", "mean_std", "over_seeds", "paired_gain", "pm", "run_arm", "shift_class", "summarize"]
 
 
 def over_seeds(run: Callable[[int], dict], seeds: Iterable[int], **config) -> list[dict]:
@@ -24,12 +28,12 @@ def over_seeds(run: Callable[[int], dict], seeds: Iterable[int], **config) -> li
 
 def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[int], evaluate_on: dict,
             **fit_kwargs) -> list[dict]:
-    """Train a fresh ``make_model()`` per seed with :func:`kdtutor.train.fit` and evaluate it: one row per seed.
+    """Train a fresh ``make_model()`` per seed with :func:`kdtutor.fit` and evaluate it: one row per seed.
 
     The seed fixes both the initial weights (``torch.manual_seed(seed)`` before ``make_model()``) and the training
     order (``fit(seed=seed)``), so two arms run with the same seeds differ only in what they are told to do. Rows
     hold ``arm``, ``seed``, ``<name>_acc`` for each dataset in ``evaluate_on``, ``train_acc`` (last epoch),
-    ``model`` and ``history`` (the trained module and its :class:`~kdtutor.train.History`). ``fit_kwargs`` go to
+    ``model`` and ``history`` (the trained module and its :class:`~kdtutor.training.History`). ``fit_kwargs`` go to
     ``fit`` (``verbose`` defaults to ``False``).
     """
     fit_kwargs.setdefault("verbose", False)
@@ -44,9 +48,9 @@ def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[i
     return over_seeds(run, seeds, arm=arm)
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    values = list(values)
+def mean_std(values: Sequence, key: str | None = None) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of ``values``, or of ``row[key]`` over rows."""
+    values = [row[key] for row in values] if key is not None else list(values)
     if not values:
         raise ValueError("values: expected at least one number")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -82,11 +86,6 @@ def paired_gain(treatment: list[dict], control: list[dict], value: str) -> dict:
     return {"gains": gains, "mean": mean, "std": std, "n": len(gains), "clear": clear, "verdict": verdict}
 
 
-def pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
-    """``"91.23 ± 0.15"``: a mean and std, scaled (default: fractions to percentage points)."""
-    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
-
-
 def best_class_shift(logits, labels, cls: int, shifts) -> tuple[float, float]:
     """Hinton's bias correction: the shift added to class ``cls``'s logit that maximises accuracy.
 
@@ -95,11 +94,16 @@ def best_class_shift(logits, labels, cls: int, shifts) -> tuple[float, float]:
     """
     best = (float("nan"), -1.0)
     for shift in shifts:
-        shifted = logits.clone()
-        shifted[:, cls] += float(shift)
-        acc = (shifted.argmax(1) == labels).double().mean().item()
+        acc = (shift_class(logits, cls, shift).argmax(1) == labels).double().mean().item()
         if acc > best[1]:
             best = (float(shift), acc)
     if best[1] < 0:
         raise ValueError("shifts: expected at least one value")
     return best
+
+
+def shift_class(logits: torch.Tensor, cls: int, shift: float) -> torch.Tensor:
+    """A copy of ``logits`` with ``shift`` added to column ``cls`` (the bias fix of :func:`best_class_shift`)."""
+    shifted = logits.clone()
+    shifted[:, cls] += float(shift)
+    return shifted

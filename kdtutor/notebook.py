@@ -1,17 +1,29 @@
-"""Small helpers for the book's notebooks; they work the same in Jupyter, in the book build and on Colab.
+"""Helpers for the book's notebooks; they work the same in Jupyter, in the book build and on Colab.
 
-:func:`glue` stores a value for the prose (myst-nb's ``{glue:text}`` role) *and* prints it, so the number is also
-visible where MyST roles show as raw text (Colab, plain Jupyter). :func:`timed` measures a step of a chapter.
+:func:`glue` stores a value for the prose (myst-nb's ``{glue:text}`` role) and prints it, so the number is also
+visible where MyST roles show as raw text (Colab, plain Jupyter). When the book's notebooks are executed for storage
+or checked by nbval (``KDTUTOR_BOOK=1``, set by ``scripts/common.sh`` and ``book/conftest.py``) it does not print:
+the rendered page shows the number in the prose only, and nbval still compares the glued value itself (the stored
+record holds its full ``repr``). :func:`timed` measures a step of a chapter, :func:`pm` formats a mean and its spread,
+:func:`show_image` draws a normalized image. Only :mod:`kdtutor.experiments` imports from here (it re-exports
+``pm`` for older notebooks).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
+
+from kdtutor.data import FMNIST_MEAN, FMNIST_STD, denormalize
+
+__all__ = ["book_mode", "glue", "pm", "show_image", "timed"]
 
 
 def glue(name: str, value, fmt: str = "") -> None:
     """Glue ``value`` under ``name`` for the book (if myst-nb is installed) and print ``name = value``.
+
+    Nothing is printed while the book is built or checked (:func:`book_mode`).
 
     ``fmt`` is a format spec for the printed line only (e.g. ``".2%"``); the prose formats the glued value itself,
     as in ``{glue:text}`name:.1%```.
@@ -22,7 +34,13 @@ def glue(name: str, value, fmt: str = "") -> None:
         myst_glue = None
     if myst_glue is not None:
         myst_glue(name, _Text(value) if isinstance(value, str) else value, display=False)
-    print(f"{name} = {value:{fmt}}")
+    if not book_mode():
+        print(f"{name} = {value:{fmt}}")
+
+
+def book_mode() -> bool:
+    """True while the book's notebooks are executed for storage or under nbval (``KDTUTOR_BOOK=1``)."""
+    return os.environ.get("KDTUTOR_BOOK") == "1"
 
 
 class _Text:
@@ -44,3 +62,24 @@ def timed(label: str, store: dict | None = None):
     if store is not None:
         store[label] = seconds
     print(f"{label}: {seconds:.2f} s")
+
+
+def pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+    """``"91.23 ± 0.15"``: a mean and its spread, scaled (default: fractions to percentage points)."""
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def show_image(ax, image, title: str | None = None, mean=FMNIST_MEAN, std=FMNIST_STD, **title_style):
+    """Draw one normalized image (``C x H x W``) on a matplotlib axis: un-normalized, grey for one channel, no axes.
+
+    ``title_style`` goes to ``ax.set_title`` (e.g. ``fontsize=9, color="red"``).
+    """
+    pixels = denormalize(image.detach().cpu().float(), mean, std).clamp(0, 1)
+    if pixels.ndim == 3 and pixels.shape[0] == 1:
+        ax.imshow(pixels[0], cmap="gray_r")
+    else:
+        ax.imshow(pixels.permute(1, 2, 0) if pixels.ndim == 3 else pixels)
+    if title is not None:
+        ax.set_title(title, **title_style)
+    ax.axis("off")
+    return ax

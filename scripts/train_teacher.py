@@ -1,10 +1,12 @@
-"""Retrain the shipped Fashion-MNIST teacher from scratch, deterministically, and record how.
+"""Rebuild a shipped model from scratch, deterministically, and record how (the model registry's build script).
 
-    python scripts/train_teacher.py            # writes kdtutor/weights/teacher_fmnist.{pt,json}
-    python scripts/train_teacher.py --out DIR  # writes elsewhere (e.g. to compare with the shipped one)
+    python scripts/train_teacher.py                      # every shipped model, into kdtutor/models/weights/
+    python scripts/train_teacher.py teacher_fmnist       # one
+    python scripts/train_teacher.py --out DIR            # elsewhere (e.g. to compare with the shipped files)
 
-The recipe below is the single source of truth: the record beside the weights repeats it, and a test checks the two
-agree. On the same CPU, torch version and thread count the weights come out bit-identical.
+``RECIPES`` below is the single source of truth: each entry is one object, the record beside the weights repeats
+it (a test checks the two agree), and every field of it is used. On the same CPU, torch version and thread count the
+weights come out bit-identical.
 """
 
 from __future__ import annotations
@@ -14,69 +16,91 @@ import hashlib
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import kdtutor as kd
-from kdtutor.models import TEACHER_NAME, WEIGHTS_DIR
+from kdtutor.models.registry import WEIGHTS_DIR
 
-RECIPE = {
-    "architecture": "teacher_cnn: Conv(1->32)+BN+ReLU+MaxPool, Conv(32->64)+BN+ReLU+MaxPool, FC 3136->128, FC 128->10",
-    "data": "Fashion-MNIST training set minus the book's validation split (book_split: 5,000 images, seed 0)",
-    "epochs": 8,
-    "batch_size": 128,
-    "optimizer": "adamw",
-    "lr": 1e-3,
-    "weight_decay": 1e-4,
-    "schedule": "cosine",
-    "augment": None,
-    "seed": 0,
-    "init_seed": 0,
-    "threads": 2,
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one shipped model is built."""
+
+    architecture: str         # a builder in kdtutor (kd.<architecture>()), e.g. "teacher_cnn"
+    data: str                 # "book_split": Fashion-MNIST's training set minus the book's 5,000 validation images
+    config: kd.TrainConfig    # everything fit is told
+    init_seed: int = 0        # torch.manual_seed before the model is built: its initial weights
+    threads: int = 2          # CPU threads; bit-identical weights need the same count
+
+    def as_record(self) -> dict:
+        return {"architecture": self.architecture, "data": self.data, **self.config.as_record(),
+                "init_seed": self.init_seed, "threads": self.threads}
+
+
+RECIPES = {
+    "teacher_fmnist": Recipe(
+        architecture="teacher_cnn",
+        data="book_split",
+        config=kd.TrainConfig(epochs=8, batch_size=128, lr=1e-3, weight_decay=1e-4, optimizer="adamw",
+                              schedule="cosine", augment=None, seed=0),
+    ),
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    args = parser.parse_args()
-
-    torch.set_num_threads(RECIPE["threads"])
-    torch.use_deterministic_algorithms(True)
+def load_data(name: str):
+    """(train, val, test) for a recipe's ``data`` field."""
+    if name != "book_split":
+        raise ValueError(f"data: expected 'book_split', got {name!r}")
     train_full, test = kd.load_fashion_mnist()
     train, val = kd.book_split(train_full)
-    torch.manual_seed(RECIPE["init_seed"])
-    model = kd.teacher_cnn()
+    return train, val, test
+
+
+def build(name: str, recipe: Recipe, out: Path) -> None:
+    torch.set_num_threads(recipe.threads)
+    torch.use_deterministic_algorithms(True)
+    train, val, test = load_data(recipe.data)
+    torch.manual_seed(recipe.init_seed)
+    model = getattr(kd, recipe.architecture)()
     start = time.perf_counter()
-    history = kd.fit(model, train, val=val, epochs=RECIPE["epochs"], batch_size=RECIPE["batch_size"],
-                     optimizer=RECIPE["optimizer"], lr=RECIPE["lr"], weight_decay=RECIPE["weight_decay"],
-                     schedule=RECIPE["schedule"], seed=RECIPE["seed"], device="cpu")
+    history = kd.fit(model, train, recipe.config, val=val, device="cpu")
     seconds = time.perf_counter() - start
     if history.interrupted:
         raise SystemExit("interrupted: nothing written")
-    test_acc = kd.evaluate(model, test)
-    val_acc = kd.evaluate(model, val)
-    args.out.mkdir(parents=True, exist_ok=True)
-    weights = kd.save(model, args.out / f"{TEACHER_NAME}.pt", recipe=RECIPE, test_acc=test_acc)
+    test_acc, val_acc = kd.evaluate(model, test), kd.evaluate(model, val)
+    weights = kd.save(model, out / f"{name}.pt", recipe=recipe.as_record(), test_acc=test_acc)
     record = {
-        "name": TEACHER_NAME,
+        "name": name,
         "file": weights.name,
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "parameters": kd.count_params(model),
         "size_bytes": weights.stat().st_size,
-        "recipe": RECIPE,
+        "recipe": recipe.as_record(),
         "val_acc": val_acc,
         "test_acc": test_acc,
         "train_seconds": round(seconds, 1),
         "history": history.as_dict(),
         "trained_on": {"torch": torch.__version__, "python": platform.python_version(),
                        "machine": platform.machine(), "device": "cpu"},
-        "command": "python scripts/train_teacher.py",
+        "command": f"python scripts/train_teacher.py {name}",
     }
-    (args.out / f"{TEACHER_NAME}.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"test accuracy {100 * test_acc:.2f}%, val accuracy {100 * val_acc:.2f}%, {seconds:.0f} s; "
-          f"wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB)")
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{name}: test accuracy {100 * test_acc:.2f}%, val accuracy {100 * val_acc:.2f}%, {seconds:.0f} s; "
+          f"wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB, SHA-256 {record['sha256'][:12]}…)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", choices=[[], *RECIPES], metavar="NAME",
+                        help=f"which models to rebuild (default: all of {', '.join(RECIPES)})")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.names or RECIPES:
+        build(name, RECIPES[name], args.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from conftest import write_idx
 from torch.utils.data import Subset, TensorDataset
 
 import kdtutor as kd
-from kdtutor import data as kdata
+from kdtutor.data import datasets as kdata
 
 FILES = list(kdata.FMNIST_FILES)
 

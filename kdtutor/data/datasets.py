@@ -1,8 +1,9 @@
-"""Datasets as in-memory tensors: Fashion-MNIST offline-first, MNIST and CIFAR-10 through torchvision.
+"""Loading datasets as in-memory tensors: Fashion-MNIST offline-first, MNIST and CIFAR-10 through torchvision.
 
 Every loader returns ``(train, test)``: two :class:`torch.utils.data.TensorDataset` of float images ``N x C x H x W``
 normalized with the *training* set's per-channel mean and std, and int64 labels. In-memory tensors keep the book's
-experiments fast on a laptop CPU: :func:`kdtutor.train.fit` moves them to the device once and shuffles by index.
+experiments fast on a laptop CPU: :func:`kdtutor.fit` moves them to the device once and shuffles there
+(:class:`kdtutor.data.OnDevice`).
 
 Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, MIT licence) is looked up, in this order, in
 
@@ -15,8 +16,7 @@ A folder may hold the four ``*-ubyte.gz`` files (or the unpacked ``*-ubyte`` fil
 layout ``FashionMNIST/raw/``. The decoded bytes of each file are checked against their SHA-256, so a truncated or
 corrupt file is an error, not a silently smaller dataset.
 
-The book's convention: :func:`split` holds ``5,000`` of the 60,000 training images out for validation with seed 0
-(:func:`book_split`). Choices are made on validation; the test set only reports.
+Shown images are un-normalized with :func:`denormalize`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import TensorDataset
+
+__all__ = [
+    "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "FASHION_CLASSES", "FMNIST_MEAN", "FMNIST_STD", "MNIST_CLASSES",
+    "MNIST_MEAN", "MNIST_STD", "DatasetNotFoundError", "denormalize", "load_cifar10", "load_fashion_mnist",
+    "load_mnist", "read_idx", "to_tensor_dataset",
+]
 
 FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -43,7 +49,6 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4913997, 0.4821584, 0.4465309), (0.2470322, 0.243
 
 DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kdtutor"
-BOOK_N_VAL, BOOK_SPLIT_SEED = 5000, 0
 
 # SHA-256 of each file's decoded (gunzipped) bytes. The Debian .gz files differ byte-wise from the ones torchvision
 # downloads, but their contents are the same official Fashion-MNIST release.
@@ -187,94 +192,10 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True):
     return tuple(to_tensor_dataset(d.data, d.targets, CIFAR10_MEAN, CIFAR10_STD) for d in parts)
 
 
-# --- splits and augmentation -------------------------------------------------------------------------------------
-
-
-def split(dataset: Dataset, n_val: int, seed: int = 0):
-    """Deterministically hold ``n_val`` random samples out: ``(train, val)``.
-
-    The same ``(len(dataset), n_val, seed)`` always gives the same indices (a seeded ``torch.randperm``). A
-    TensorDataset splits into TensorDatasets (so training keeps its fast path); any other dataset into Subsets.
-    """
-    n = len(dataset)
-    if isinstance(n_val, bool) or not isinstance(n_val, int) or not 0 < n_val < n:
-        raise ValueError(f"n_val: expected an int between 1 and {n - 1} (the dataset has {n} samples), got {n_val!r}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
-    if isinstance(dataset, TensorDataset):
-        return (TensorDataset(*(t[train_idx] for t in dataset.tensors)),
-                TensorDataset(*(t[val_idx] for t in dataset.tensors)))
-    return Subset(dataset, train_idx.tolist()), Subset(dataset, val_idx.tolist())
-
-
-def subset(dataset: Dataset, indices) -> Dataset:
-    """The samples at ``indices``: a TensorDataset for a TensorDataset (fast path kept), else a ``Subset``.
-
-    Index cached teacher logits with the same ``indices`` to keep them aligned.
-    """
-    idx = torch.as_tensor(indices, dtype=torch.int64)
-    if isinstance(dataset, TensorDataset):
-        return TensorDataset(*(t[idx] for t in dataset.tensors))
-    return Subset(dataset, idx.tolist())
-
-
-def stratified_indices(labels: torch.Tensor, n_per_class: int, seed: int = 0) -> torch.Tensor:
-    """Sorted indices of ``n_per_class`` random samples of every class present in ``labels`` (seeded, deterministic).
-
-    A scarce-label regime with balanced classes: ``subset(train, stratified_indices(y, 50, seed))``.
-    """
-    labels = torch.as_tensor(labels)
-    g = torch.Generator().manual_seed(seed)
-    chosen = []
-    for c in labels.unique().tolist():
-        members = (labels == c).nonzero().flatten()
-        if n_per_class > len(members) or n_per_class < 1:
-            raise ValueError(f"n_per_class: expected 1 to {len(members)} (class {c} has {len(members)} samples), "
-                             f"got {n_per_class}")
-        chosen.append(members[torch.randperm(len(members), generator=g)[:n_per_class]])
-    return torch.cat(chosen).sort().values
-
-
-def without_classes(labels: torch.Tensor, classes) -> torch.Tensor:
-    """Sorted indices of the samples whose label is *not* in ``classes`` (Hinton's omitted-class transfer set)."""
-    labels = torch.as_tensor(labels)
-    drop = torch.as_tensor(list(classes), dtype=labels.dtype)
-    return (~torch.isin(labels, drop)).nonzero().flatten()
-
-
-def book_split(train: Dataset):
-    """The book's convention: ``split(train, 5000, seed=0)``."""
-    return split(train, BOOK_N_VAL, BOOK_SPLIT_SEED)
-
-
-class RandomShiftFlip:
-    """On-device batch augmentation: shift each image by up to ``max_shift`` pixels and flip half horizontally.
-
-    Works on a batch tensor ``B x C x H x W`` on any device (zero padding, then a random crop per image), so it
-    runs inside :func:`kdtutor.train.fit` without DataLoader workers. Randomness comes from torch's global RNG,
-    which ``fit(seed=...)`` seeds.
-    """
-
-    def __init__(self, max_shift: int = 2, flip: bool = True):
-        if max_shift < 0:
-            raise ValueError(f"max_shift: expected >= 0, got {max_shift}")
-        self.max_shift, self.flip = max_shift, flip
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        s = self.max_shift
-        if s:
-            padded = torch.nn.functional.pad(x, (s, s, s, s))
-            dy = torch.randint(0, 2 * s + 1, (b, 1, 1), device=x.device)
-            dx = torch.randint(0, 2 * s + 1, (b, 1, 1), device=x.device)
-            rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy).expand(b, h, w)
-            cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx).expand(b, h, w)
-            batch = torch.arange(b, device=x.device).view(b, 1, 1).expand(b, h, w)
-            x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
-        if self.flip:
-            mask = torch.rand(b, device=x.device) < 0.5
-            x = torch.where(mask.view(b, 1, 1, 1), x.flip(-1), x)
-        return x
-
-    def __repr__(self) -> str:
-        return f"RandomShiftFlip(max_shift={self.max_shift}, flip={self.flip})"
+def denormalize(images: torch.Tensor, mean=FMNIST_MEAN, std=FMNIST_STD) -> torch.Tensor:
+    """Undo the normalization, ``images * std + mean`` per channel, back to [0, 1] pixels (for showing images)."""
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device)
+    if mean.ndim:  # per channel: broadcast over C x H x W
+        mean, std = mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
+    return images * std + mean

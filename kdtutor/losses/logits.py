@@ -10,8 +10,11 @@ The distillation loss is the KL divergence from the teacher's to the student's s
 .. math:: \mathcal{L}_{KD} = \frac{T^2}{B} \sum_{b=1}^{B} \sum_i p_{b,i} \, (\log p_{b,i} - \log q_{b,i}) ,
 
 whose gradient is :math:`\partial \mathcal{L}_{KD} / \partial z_{b,i} = T (q_{b,i} - p_{b,i}) / B` — Hinton's
-:math:`(q_i - p_i)/T` times :math:`T^2`. The :math:`T^2` keeps gradient magnitudes comparable across temperatures
-and against the hard-label term, which is mixed in with weight :math:`1 - \alpha`.
+:math:`(q_i - p_i)/T` times :math:`T^2`. Without the :math:`T^2` the soft-target gradient would shrink like
+:math:`1/T^2` as the temperature grows; with it, Hinton et al. note, the *relative* contributions of the soft and
+the hard-label term (mixed in with weight :math:`1 - \alpha`) stay roughly unchanged when :math:`T` changes. It does
+not make the two gradients equal in size, nor constant in :math:`T`: the book measures both in "The soft-target
+gradient".
 
 The three bugs most often seen in the wild, each caught by the tests: forgetting :math:`T^2`; ``reduction="mean"``
 (divides by :math:`B \cdot C` instead of :math:`B`); passing probabilities instead of log-probabilities to
@@ -20,48 +23,12 @@ The three bugs most often seen in the wild, each caught by the tests: forgetting
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
+from kdtutor import checks
 
-def _check_temperature(temperature) -> float:
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature: expected a positive finite number, got {temperature!r}") from None
-    if not math.isfinite(t) or t <= 0:
-        raise ValueError(f"temperature: expected a positive finite number, got {temperature!r}")
-    return t
-
-
-def _check_alpha(alpha) -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha: expected a number in [0, 1], got {alpha!r}") from None
-    if not 0.0 <= a <= 1.0:  # also rejects NaN
-        raise ValueError(f"alpha: expected a number in [0, 1], got {alpha!r}")
-    return a
-
-
-def _check_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
-    if student_logits.ndim != 2:
-        raise ValueError(f"student_logits: expected shape (batch, classes), got {tuple(student_logits.shape)}")
-    if teacher_logits.shape != student_logits.shape:
-        raise ValueError(f"teacher_logits: shape {tuple(teacher_logits.shape)} does not match student_logits "
-                         f"{tuple(student_logits.shape)}; both need the same batch size and number of classes")
-
-
-def _check_targets(targets: torch.Tensor, logits: torch.Tensor) -> None:
-    n, c = logits.shape
-    if targets.dtype not in (torch.int64, torch.int32, torch.uint8) or targets.shape != (n,):
-        raise ValueError(f"targets: expected {n} integer class indices, got {targets.dtype} of shape "
-                         f"{tuple(targets.shape)}")
-    if n and (int(targets.min()) < 0 or int(targets.max()) >= c):
-        raise ValueError(f"targets: class indices must lie in [0, {c - 1}], got values from {int(targets.min())} "
-                         f"to {int(targets.max())}")
+__all__ = ["distillation_loss", "kd_loss", "kd_loss_unchecked", "distillation_loss_unchecked", "soft_targets"]
 
 
 def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -70,7 +37,7 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     :math:`T = 1` is the ordinary softmax; larger :math:`T` gives softer distributions that reveal how the model
     ranks the wrong classes ("dark knowledge").
     """
-    return F.softmax(logits / _check_temperature(temperature), dim=-1)
+    return F.softmax(logits / checks.temperature(temperature), dim=-1)
 
 
 def _full(x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +45,8 @@ def _full(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def _kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
+def kd_loss_unchecked(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
+    """:func:`kd_loss` without the argument checks, for the training loop (which checks once, not every step)."""
     log_q = F.log_softmax(_full(student_logits) / t, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits) / t, dim=-1)
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * t * t
@@ -91,14 +59,15 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     gradient with respect to the student logits is :math:`T (q - p) / B`. The teacher logits should carry no
     gradient (compute them under ``torch.no_grad()``). Hinton, Vinyals & Dean (2015), eq. (2) and §2.
     """
-    t = _check_temperature(temperature)
-    _check_logits(student_logits, teacher_logits)
-    return _kd_loss(student_logits, teacher_logits, t)
+    t = checks.temperature(temperature)
+    checks.logits_pair(student_logits, teacher_logits)
+    return kd_loss_unchecked(student_logits, teacher_logits, t)
 
 
-def _distillation_loss(student_logits, teacher_logits, targets, t: float, alpha: float) -> torch.Tensor:
+def distillation_loss_unchecked(student_logits, teacher_logits, targets, t: float, alpha: float) -> torch.Tensor:
+    """:func:`distillation_loss` without the argument checks (the training loop checks once, up front)."""
     hard = F.cross_entropy(_full(student_logits), targets.long()) if alpha < 1 else student_logits.new_zeros(())
-    soft = _kd_loss(student_logits, teacher_logits, t) if alpha > 0 else student_logits.new_zeros(())
+    soft = kd_loss_unchecked(student_logits, teacher_logits, t) if alpha > 0 else student_logits.new_zeros(())
     return alpha * soft + (1 - alpha) * hard
 
 
@@ -107,11 +76,12 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     r""":math:`\alpha \, \mathcal{L}_{KD} + (1 - \alpha) \, \mathrm{CE}(z, y)`: soft targets mixed with hard labels.
 
     ``alpha = 1`` is pure distillation, ``alpha = 0`` ordinary training on labels. Because
-    :math:`\mathcal{L}_{KD}` carries :math:`T^2`, ``alpha`` means the same thing at every temperature.
+    :math:`\mathcal{L}_{KD}` carries :math:`T^2`, changing the temperature changes the balance between the two terms
+    only roughly, not exactly: choose ``alpha`` and ``T`` together, on validation.
     Hinton, Vinyals & Dean (2015), §2.
     """
-    t = _check_temperature(temperature)
-    a = _check_alpha(alpha)
-    _check_logits(student_logits, teacher_logits)
-    _check_targets(targets, student_logits)
-    return _distillation_loss(student_logits, teacher_logits, targets, t, a)
+    t = checks.temperature(temperature)
+    a = checks.alpha(alpha)
+    checks.logits_pair(student_logits, teacher_logits)
+    checks.targets(targets, student_logits)
+    return distillation_loss_unchecked(student_logits, teacher_logits, targets, t, a)

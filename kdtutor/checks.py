@@ -1,0 +1,75 @@
+"""Argument checks shared by every module: each names the argument, what was expected and what was given.
+
+Kept in one small module so that no module reaches into another's private helpers. Every check returns the value
+converted to the type the caller needs (a float, an int, an int64 tensor), or raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["alpha", "bad", "logits_pair", "positive_int", "probability", "targets", "temperature"]
+
+
+def bad(name: str, expected: str, got) -> ValueError:
+    """The one message style: ``"name: expected ..., got ..."``."""
+    return ValueError(f"{name}: expected {expected}, got {got!r}")
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise bad(name, "a positive integer", value)
+    return value
+
+
+def temperature(value, name: str = "temperature") -> float:
+    """A positive finite number (``True`` is refused: it is a flag, not a temperature)."""
+    if isinstance(value, bool):
+        raise bad(name, "a positive finite number", value)
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise bad(name, "a positive finite number", value) from None
+    if not math.isfinite(t) or t <= 0:
+        raise bad(name, "a positive finite number", value)
+    return t
+
+
+def probability(value, name: str) -> float:
+    """A number in [0, 1] (NaN refused)."""
+    if isinstance(value, bool):
+        raise bad(name, "a number in [0, 1]", value)
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        raise bad(name, "a number in [0, 1]", value) from None
+    if not 0.0 <= p <= 1.0:
+        raise bad(name, "a number in [0, 1]", value)
+    return p
+
+
+def alpha(value) -> float:
+    """``alpha`` of the distillation loss: the weight of the soft-target term, in [0, 1]."""
+    return probability(value, "alpha")
+
+
+def logits_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+    """Student and teacher logits of the same shape ``batch x classes``."""
+    if student_logits.ndim != 2:
+        raise ValueError(f"student_logits: expected shape (batch, classes), got {tuple(student_logits.shape)}")
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(f"teacher_logits: shape {tuple(teacher_logits.shape)} does not match student_logits "
+                         f"{tuple(student_logits.shape)}; both need the same batch size and number of classes")
+
+
+def targets(targets: torch.Tensor, logits: torch.Tensor) -> None:
+    """Integer class indices, one per row of ``logits`` (any leading shape), each in ``[0, classes)``."""
+    *lead, c = logits.shape
+    if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8) or tuple(targets.shape) != tuple(lead):
+        raise ValueError(f"targets: expected integer class indices of shape {tuple(lead)}, got {targets.dtype} of "
+                         f"shape {tuple(targets.shape)}")
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= c):
+        raise ValueError(f"targets: class indices must lie in [0, {c - 1}], got values from {int(targets.min())} "
+                         f"to {int(targets.max())}")

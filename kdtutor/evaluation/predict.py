@@ -1,0 +1,135 @@
+"""Predictions: a model's logits over a dataset, its accuracy, and teacher logits cached on disk.
+
+Everything here runs the model in eval mode under ``torch.no_grad()`` and restores the mode it found. The data is
+moved to the device once per call (:class:`kdtutor.data.OnDevice`); pass an ``OnDevice`` to reuse a copy already
+there, as :func:`kdtutor.fit` does for its validation set.
+
+**The logit cache.** Several chapters need the teacher's logits for the same 55,000 training images (about 20 s on
+two CPU cores each time). :func:`cached_logits` stores them under ``~/.cache/kdtutor/logits`` (or
+``$KDTUTOR_CACHE``), keyed by a SHA-256 of the model (its class and every tensor of its ``state_dict``), a SHA-256
+of the input tensor (with its shape and dtype) and the device type: a changed teacher, split or dtype gets its own
+entry, never stale logits. Files are written atomically with a checksum (:func:`kdtutor.checkpoint.write_verified`);
+a corrupt or mismatched file is recomputed, not trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from kdtutor.checkpoint import CheckpointError, read_verified, write_verified
+from kdtutor.data import CACHE_DIR, OnDevice
+
+__all__ = ["accuracy", "cache_dir", "cached_logits", "compute_logits", "evaluate", "fingerprint"]
+
+
+def _device_of(model: nn.Module, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _check_data(data) -> None:
+    if isinstance(data, OnDevice):
+        return
+    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise TypeError(f"data: expected a map-style dataset such as a TensorDataset, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError("data: the dataset is empty")
+
+
+@torch.no_grad()
+def _outputs(model: nn.Module, data: OnDevice, batch_size: int):
+    """Yield ``(logits, labels)`` per batch, on the data's device, with the model in eval mode (mode restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in data.batches(batch_size):
+            yield model(batch.x), batch.y
+    finally:
+        model.train(was_training)
+
+
+def compute_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, device=None) -> torch.Tensor:
+    """The model's logits for every sample of ``data`` in order, as a float32 CPU tensor ``N x classes``.
+
+    Use it to keep a teacher's outputs (``fit(..., teacher_logits=compute_logits(teacher, train))``), or
+    :func:`cached_logits` to keep them on disk across notebooks.
+    """
+    _check_data(data)
+    data = OnDevice(data, _device_of(model, device))
+    return torch.cat([logits.float().cpu() for logits, _ in _outputs(model, data, batch_size)])
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of ``logits`` (``N x classes``) against integer ``labels`` (``N``), a fraction in [0, 1]."""
+    logits, labels = torch.as_tensor(logits), torch.as_tensor(labels)
+    if logits.ndim < 2 or logits.shape[:-1] != labels.shape:
+        raise ValueError(f"labels: expected shape {tuple(logits.shape[:-1])} to match logits {tuple(logits.shape)}, "
+                         f"got {tuple(labels.shape)}")
+    return (logits.argmax(-1) == labels.to(logits.device)).double().mean().item()
+
+
+def evaluate(model: nn.Module, data: Dataset, batch_size: int = 1024, device=None) -> float:
+    """Top-1 accuracy of ``model`` on ``data``, a fraction in [0, 1]. The model's train/eval mode is restored."""
+    _check_data(data)
+    data = OnDevice(data, _device_of(model, device))
+    correct, total = 0, 0
+    for logits, labels in _outputs(model, data, batch_size):
+        correct += (logits.argmax(-1) == labels).sum()  # stays on the device: one sync at the end
+        total += labels.numel()
+    return int(correct) / total
+
+
+def fingerprint(*tensors: torch.Tensor, extra: str = "") -> str:
+    """SHA-256 of tensors' dtypes, shapes and bytes (and an ``extra`` string): equal only for equal contents."""
+    h = hashlib.sha256(extra.encode())
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy() if t.dtype != torch.uint8 else t.numpy())
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Where :func:`cached_logits` keeps its files: ``$KDTUTOR_CACHE`` or ``~/.cache/kdtutor``, then ``logits/``."""
+    return Path(os.environ.get("KDTUTOR_CACHE") or CACHE_DIR) / "logits"
+
+
+def cached_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, device=None,
+                  directory: str | os.PathLike | None = None) -> torch.Tensor:
+    """:func:`compute_logits`, stored on disk and reused when the same model sees the same inputs again.
+
+    The key is a SHA-256 of the model (class and ``state_dict``), one of the inputs (shape, dtype, bytes) and the
+    device type; see the module docstring. Data that is not held in memory as tensors is computed, not cached.
+    """
+    _check_data(data)
+    dev = _device_of(model, device)
+    inputs = OnDevice(data, "cpu").tensors
+    if inputs is None:
+        return compute_logits(model, data, batch_size, dev)
+    state = list(model.state_dict().items())
+    model_key = fingerprint(*(v for _, v in state), extra=type(model).__qualname__ + repr([k for k, _ in state]))
+    key = hashlib.sha256(f"{model_key}|{fingerprint(inputs[0])}|{dev.type}|float32".encode()).hexdigest()
+    path = Path(directory) if directory is not None else cache_dir()
+    path = path / f"{key[:40]}.pt"
+    if path.is_file():
+        try:
+            payload = read_verified(path)
+            if payload.get("key") == key and payload["logits"].shape[0] == len(data):
+                return payload["logits"]
+        except (CheckpointError, OSError, RuntimeError, KeyError, AttributeError):
+            pass  # corrupt or foreign: recompute and overwrite
+    logits = compute_logits(model, data, batch_size, dev)
+    try:
+        write_verified(path, {"key": key, "logits": logits})
+    except OSError:
+        pass  # a read-only cache folder costs time, not correctness
+    return logits

@@ -1,0 +1,15 @@
+"""Losses: pure functions of tensors (logits in, a scalar out), each with its formula and paper in the docstring.
+
+:mod:`~kdtutor.losses.logits` holds the Hinton et al. losses on logits (soft targets, KD, the mixed distillation
+loss). Training objectives that hold a teacher or cached outputs wrap these in :mod:`kdtutor.training.objectives`.
+"""
+
+from kdtutor.losses.logits import (
+    distillation_loss,
+    distillation_loss_unchecked,
+    kd_loss,
+    kd_loss_unchecked,
+    soft_targets,
+)
+
+__all__ = ["distillation_loss", "distillation_loss_unchecked", "kd_loss", "kd_loss_unchecked", "soft_targets"]

@@ -1,0 +1,71 @@
+"""The training settings of :func:`kdtutor.fit`, gathered in one object a reader sees at once (like nanoGPT's config).
+
+``TrainConfig`` prints readably, is saved beside shipped weights (:meth:`TrainConfig.as_record`) and is passed
+around whole: ``fit(model, train, config)``. Any field can also be given to ``fit`` as a keyword
+(``fit(model, train, epochs=5)``), which overrides the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from kdtutor import checks
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How :func:`kdtutor.fit` trains; every field is used by the loop."""
+
+    epochs: int = 8                        # passes over the training set
+    batch_size: int = 128                  # samples per optimizer step
+    lr: float = 1e-3                       # peak learning rate (the schedule starts here)
+    weight_decay: float = 0.0              # AdamW: decoupled weight decay; SGD: L2 penalty
+    optimizer: str = "adamw"               # "adamw" (Loshchilov & Hutter 2019) or "sgd" (Nesterov momentum)
+    momentum: float | None = None          # SGD only (None means 0.9); AdamW has none, so it is refused there
+    schedule: str = "cosine"               # "cosine": anneal to 0 over all steps; "constant": keep lr
+    augment: Callable | None = None        # on-device batch augmentation, e.g. RandomShiftFlip(); None for none
+    seed: int = 0                          # fixes the shuffling, dropout and augmentation
+    amp: bool = True                       # mixed precision on CUDA; ignored on CPU and MPS
+    amp_dtype: torch.dtype | None = None   # None: bf16 where the GPU has it natively, else fp16 + GradScaler
+    check_every: int = 50                  # steps between checks for a non-finite loss (each check syncs once)
+
+    def __post_init__(self):
+        checks.positive_int("epochs", self.epochs)
+        checks.positive_int("batch_size", self.batch_size)
+        checks.positive_int("check_every", self.check_every)
+        if self.optimizer not in ("adamw", "sgd"):
+            raise checks.bad("optimizer", "'adamw' or 'sgd'", self.optimizer)
+        if self.momentum is not None and self.optimizer != "sgd":
+            raise ValueError(f"momentum: only optimizer='sgd' uses it (AdamW has no momentum setting), got "
+                             f"momentum={self.momentum!r} with optimizer={self.optimizer!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise checks.bad("schedule", "'cosine' or 'constant'", self.schedule)
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise checks.bad(name, "a finite number >= 0", value)
+        if isinstance(self.augment, type):
+            raise ValueError(f"augment: expected an augmentation object such as {self.augment.__name__}(), got the "
+                             f"class {self.augment.__name__} itself")
+        if self.augment is not None and not callable(self.augment):
+            raise checks.bad("augment", "a callable on a batch tensor, or None", self.augment)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise checks.bad("seed", "an integer", self.seed)
+        if self.amp_dtype not in (None, torch.bfloat16, torch.float16):
+            raise checks.bad("amp_dtype", "None, torch.bfloat16 or torch.float16", self.amp_dtype)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def as_record(self) -> dict:
+        """The settings as plain JSON values (``augment`` by its repr, ``amp_dtype`` by name)."""
+        record = asdict(self)
+        record["augment"] = None if self.augment is None else repr(self.augment)
+        record["amp_dtype"] = None if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
+        return record

@@ -1,0 +1,289 @@
+"""The training loop: ``fit`` minimises any :class:`~kdtutor.training.objectives.Objective`, and ``History``.
+
+``fit(student, train, epochs=8)`` trains on hard labels (:class:`~kdtutor.training.objectives.CrossEntropy`);
+``loss=`` takes any objective; and the shortcuts ``teacher=...`` or ``teacher_logits=...`` (with ``temperature``
+and ``alpha``) build :class:`~kdtutor.training.objectives.Distillation`::
+
+    history = fit(student, train, epochs=8, teacher=teacher, temperature=4, alpha=0.9, val=val)
+    history = fit(student, train, TrainConfig(epochs=8), loss=Distillation(logits=cached, temperature=4))
+
+What the loop does for you:
+
+* **Device**: CUDA, then Apple's MPS, then CPU (or ``device=``). On CUDA it uses mixed precision: bfloat16 where
+  the GPU has it natively, else float16 with a gradient scaler (``amp_dtype=`` forces one). Losses are computed in
+  float32.
+* **Data stays on the device**: an in-memory dataset (and the validation set) is copied to the device once per
+  ``fit`` and shuffled there with a device-side permutation (:class:`kdtutor.data.OnDevice`).
+* **Determinism**: ``seed`` fixes the shuffling, dropout and augmentation; on CPU the same seed and the same initial
+  weights give identical trained weights.
+* **Nothing is lost**: pressing stop (``KeyboardInterrupt``) ends training cleanly — the model keeps the weights
+  trained so far and ``fit`` returns the history of the completed epochs with ``history.interrupted = True``. Pass
+  your own ``history=History()`` to keep it even if something else goes wrong; a non-finite loss raises
+  ``FloatingPointError`` naming the epoch and step (checked every ``check_every`` steps, so the GPU is not
+  synchronised on every step), with the history attached as ``err.history``.
+* **Continuing**: ``fit(..., history=h)`` appends epochs to ``h``; it is a *new* run over those epochs (a fresh
+  optimizer, learning-rate schedule and shuffle order), not a resume of the old one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from kdtutor.data import OnDevice
+from kdtutor.evaluation import evaluate
+from kdtutor.models import record_activations
+from kdtutor.training.config import TrainConfig
+from kdtutor.training.objectives import CrossEntropy, Distillation, Objective
+
+__all__ = ["History", "default_device", "fit"]
+
+
+def default_device() -> torch.device:
+    """CUDA if available, then Apple's MPS, then CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, loss: Objective | None = None,
+        val: Dataset | None = None, device=None, history: History | None = None, verbose: bool = True,
+        teacher: nn.Module | None = None, teacher_logits=None, temperature: float | None = None,
+        alpha: float | None = None, **settings) -> History:
+    """Train ``model`` on ``train`` by minimising ``loss`` (cross-entropy on the labels by default).
+
+    ``config`` holds the training settings (:class:`TrainConfig`: epochs, batch size, learning rate, optimizer,
+    schedule, augmentation, seed, mixed precision); any of its fields may be passed as a keyword instead, overriding
+    it. ``teacher=`` or ``teacher_logits=`` (with ``temperature``, default 4, and ``alpha``, default 0.9) are
+    shortcuts for ``loss=Distillation(...)``. ``val`` is evaluated after every epoch. Prints one line per epoch
+    unless ``verbose=False``. The model is left on the training device, in eval mode. Returns the :class:`History`;
+    see the module docstring for interrupts, non-finite losses and continuing a run.
+    """
+    cfg = _settings(config, settings)
+    objective = _objective(loss, teacher, teacher_logits, temperature, alpha)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    device = torch.device(device) if device is not None else default_device()
+    data = OnDevice(_nonempty("train", train), device)
+    val_data = OnDevice(_nonempty("val", val), device) if val is not None else None
+    model.to(device)
+    objective.to(device).setup(data, cfg.augment)
+    params = [*model.parameters(), *(p for p in objective.parameters() if p.requires_grad)]
+    opt, sched = _optimizer(cfg, params, steps=cfg.epochs * math.ceil(len(data) / cfg.batch_size))
+    amp_dtype = _amp_dtype(device, cfg)
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    torch.manual_seed(cfg.seed)
+    shuffle = data.generator(cfg.seed)
+    history = history if history is not None else History()
+    history.interrupted = False
+    first = history.epoch[-1] + 1 if history.epoch else 1
+    last, epoch, step, checked = first + cfg.epochs - 1, first, 0, False
+    hooks = record_activations(model, objective.features) if objective.features else nullcontext({})
+    try:
+        with hooks as features:
+            for epoch in range(first, last + 1):
+                model.train()
+                objective.train()
+                start, step, stats = time.perf_counter(), 0, _EpochStats(device, epoch, cfg.check_every)
+                for step, batch in enumerate(data.batches(cfg.batch_size, shuffle, drop_single=True), start=1):
+                    if cfg.augment is not None:
+                        batch = batch._replace(x=cfg.augment(batch.x))
+                    with autocast():
+                        out = model(batch.x)
+                        if not checked:  # shapes and labels, once (the only host sync before the first check)
+                            objective.check(out, batch)
+                            checked = True
+                        value = objective(out, batch, features)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(value).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    sched.step()
+                    stats.add(value, out, batch.y, step)
+                stats.close(step)
+                val_acc = evaluate(model, val_data) if val_data is not None else float("nan")
+                history.add(epoch, stats, val_acc, opt.param_groups[0]["lr"], time.perf_counter() - start)
+                if verbose:
+                    print(history.line(last), flush=True)
+    except KeyboardInterrupt:
+        history.interrupted = True
+        print(f"Interrupted in epoch {epoch}, step {step}: the model keeps the weights trained so far; the history "
+              f"holds the {len(history)} completed epoch(s).", flush=True)
+    except FloatingPointError as err:
+        err.history = history
+        raise
+    finally:
+        model.eval()
+    return history
+
+
+# --- what fit is given ---------------------------------------------------------------------------------------------
+
+
+def _settings(config: TrainConfig | None, settings: dict) -> TrainConfig:
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+    unknown = set(settings) - set(TrainConfig.field_names())
+    if unknown:
+        raise TypeError(f"fit() got unexpected keyword argument(s) {sorted(unknown)}; the training settings are "
+                        f"the fields of TrainConfig: {TrainConfig.field_names()}")
+    return replace(config or TrainConfig(), **settings)
+
+
+def _objective(loss, teacher, teacher_logits, temperature, alpha) -> Objective:
+    if loss is not None:
+        if not isinstance(loss, Objective):
+            raise TypeError(f"loss: expected an Objective such as kd.CrossEntropy() or kd.Distillation(...), got "
+                            f"{type(loss).__name__}")
+        if any(v is not None for v in (teacher, teacher_logits, temperature, alpha)):
+            raise ValueError("loss: give the teacher, teacher_logits, temperature and alpha to the objective, not "
+                             "to fit as well")
+        return loss
+    if teacher is None and teacher_logits is None:
+        for name, value in (("temperature", temperature), ("alpha", alpha)):
+            if value is not None:
+                raise ValueError(f"{name}: only used for distillation; pass teacher= or teacher_logits= as well "
+                                 f"(got {name}={value!r} without a teacher)")
+        return CrossEntropy()
+    if teacher is not None and teacher_logits is not None:
+        raise ValueError("teacher_logits: pass either a teacher or its cached logits, not both")
+    return Distillation(teacher, teacher_logits, 4.0 if temperature is None else temperature,
+                        0.9 if alpha is None else alpha)
+
+
+def _nonempty(name: str, data) -> Dataset:
+    if isinstance(data, torch.utils.data.DataLoader):
+        raise TypeError(f"{name}: expected a dataset (e.g. a TensorDataset), got a DataLoader; pass its "
+                        f"dataset ({name}=loader.dataset) — fit batches and shuffles itself")
+    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise TypeError(f"{name}: expected a map-style dataset such as a TensorDataset, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{name}: the dataset is empty")
+    return data
+
+
+def _optimizer(cfg: TrainConfig, params, steps: int):
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        momentum = 0.9 if cfg.momentum is None else cfg.momentum
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay,
+                              nesterov=momentum > 0)
+    if cfg.schedule == "cosine":
+        factor = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))  # noqa: E731
+    else:
+        factor = lambda s: 1.0  # noqa: E731
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _amp_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
+    """The autocast dtype on CUDA: the override, else bf16 where the GPU has it natively (not emulated), else fp16."""
+    if device.type != "cuda" or not cfg.amp:
+        return None
+    if cfg.amp_dtype is not None:
+        return cfg.amp_dtype
+    try:
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.3 has no including_emulation and counts only native support
+        native_bf16 = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if native_bf16 else torch.float16
+
+
+# --- what fit records ----------------------------------------------------------------------------------------------
+
+
+class _EpochStats:
+    """Loss and accuracy summed on the device; losses checked for NaN/inf every ``check_every`` steps."""
+
+    def __init__(self, device, epoch: int, check_every: int):
+        self.epoch, self.check_every, self.window = epoch, check_every, []
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.int64)
+        self.seen, self.steps = 0, 0
+
+    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, step: int) -> None:
+        self.window.append(loss.detach())
+        self.correct += (out.detach().argmax(-1) == y).sum()
+        self.seen += y.numel()
+        if len(self.window) == self.check_every:
+            self.close(step)
+
+    def close(self, step: int) -> None:
+        if self.window:
+            losses = torch.stack(self.window)
+            finite = torch.isfinite(losses)
+            if not bool(finite.all()):
+                first = int((~finite).nonzero()[0])
+                bad_step = step - len(self.window) + 1 + first
+                raise FloatingPointError(f"loss became {losses[first].item()} at epoch {self.epoch}, step {bad_step}; "
+                                         "lower the learning rate or check the inputs (training stopped)")
+            self.loss_sum += losses.sum()
+            self.steps += len(self.window)
+            self.window = []
+
+
+@dataclass
+class History:
+    """Per-epoch record of a :func:`fit` run (one entry per *completed* epoch)."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)  # NaN when fit had no val set
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    interrupted: bool = False
+
+    COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds")
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def add(self, epoch: int, stats: _EpochStats, val_acc: float, lr: float, seconds: float) -> None:
+        self.epoch.append(epoch)
+        self.train_loss.append(stats.loss_sum.item() / max(stats.steps, 1))
+        self.train_acc.append(stats.correct.item() / max(stats.seen, 1))
+        self.val_acc.append(val_acc)
+        self.lr.append(lr)
+        self.seconds.append(seconds)
+
+    def as_dict(self) -> dict:
+        """The columns as a dict of lists (e.g. for ``pandas.DataFrame`` or a checkpoint's metadata)."""
+        return {k: list(getattr(self, k)) for k in self.COLUMNS}
+
+    @classmethod
+    def from_dict(cls, columns: dict) -> History:
+        """The inverse of :meth:`as_dict` (e.g. the ``history`` stored in a shipped model's record)."""
+        return cls(**{k: list(columns[k]) for k in cls.COLUMNS})
+
+    def line(self, last_epoch: int) -> str:
+        """The printed summary of the latest epoch."""
+        width = len(str(last_epoch))
+        text = (f"epoch {self.epoch[-1]:>{width}}/{last_epoch}  loss {self.train_loss[-1]:.4f}  "
+                f"train acc {100 * self.train_acc[-1]:5.2f}%")
+        if not math.isnan(self.val_acc[-1]):
+            text += f"  val acc {100 * self.val_acc[-1]:5.2f}%"
+        return text + f"  ({self.seconds[-1]:.1f} s)"
+
+    def plot(self, ax=None, label: str = "", train: bool = True, **style):
+        """Learning curves on one matplotlib axis: training accuracy (dashed, unless ``train=False``) and
+        validation accuracy per epoch, in percent. ``style`` goes to ``ax.plot`` (e.g. ``ms=3``)."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.gca()
+        if train:
+            ax.plot(self.epoch, [100 * a for a in self.train_acc], "--", label=f"{label} train".strip(), **style)
+        if any(not math.isnan(a) for a in self.val_acc):
+            ax.plot(self.epoch, [100 * a for a in self.val_acc], "-o", label=f"{label} val".strip(), **style)
+        ax.set(xlabel="epoch", ylabel="accuracy (%)")
+        ax.legend()
+        return ax

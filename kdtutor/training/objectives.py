@@ -1,0 +1,129 @@
+r"""Training objectives: what :func:`kdtutor.fit` minimises, as objects with a name, settings and a docstring.
+
+An objective is called once per step as ``objective(out, batch, features)`` with the student's outputs ``out``,
+the :class:`~kdtutor.data.Batch` (images ``x``, labels ``y``, sample indices ``idx`` on the device) and the
+student's recorded intermediate outputs ``features`` (a dict, filled for the submodule names listed in
+``objective.features``). It returns a scalar. It is an ``nn.Module``, so it may hold trainable parameters (a
+FitNets regressor, say): ``fit`` adds them to the optimizer and moves them to the device. A teacher it holds is
+kept *outside* the module tree — frozen, in eval mode, never trained, never saved with the objective.
+
+``fit`` calls :meth:`Objective.setup` once before training (move cached tensors to the device, check their shapes
+against the training set) and :meth:`Objective.check` on the first batch only, so the loop itself adds no checks
+and no host synchronisation per step. The losses themselves are pure functions in :mod:`kdtutor.losses`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdtutor import checks
+from kdtutor.data import Batch, OnDevice
+from kdtutor.losses import distillation_loss_unchecked
+
+__all__ = ["CrossEntropy", "Distillation", "Objective"]
+
+
+class Objective(nn.Module):
+    """Base class of training objectives; subclasses implement ``forward(out, batch, features) -> scalar``."""
+
+    features: tuple[str, ...] = ()  # names of the student's submodules whose outputs fit records for forward
+
+    def setup(self, train: OnDevice, augment) -> None:
+        """Called once by ``fit`` before training, with the training data already on its device."""
+
+    def check(self, out: torch.Tensor, batch: Batch) -> None:
+        """Called by ``fit`` on the first batch: raise ``ValueError`` if shapes or labels do not fit."""
+        checks.targets(batch.y, out)
+
+
+class CrossEntropy(Objective):
+    r"""Cross-entropy on the hard labels, :math:`-\frac{1}{B}\sum_b \log \mathrm{softmax}(z_b)_{y_b}`.
+
+    ``label_smoothing`` :math:`\epsilon` mixes the one-hot target with the uniform distribution
+    (Szegedy et al. 2016). Outputs of any shape ``... x classes`` with labels of shape ``...`` (e.g. sequences).
+    """
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = checks.probability(label_smoothing, "label_smoothing")
+
+    def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
+        return F.cross_entropy(out.float().flatten(0, -2), batch.y.flatten().long(),
+                               label_smoothing=self.label_smoothing)
+
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing}"
+
+
+class Distillation(Objective):
+    r"""Hinton et al.'s (2015) loss :math:`\alpha\,T^2\,\mathrm{KL}(p^T \| q^T) + (1-\alpha)\,\mathrm{CE}(z, y)`.
+
+    The teacher's logits come from ``teacher`` run online on every batch (in eval mode, under ``no_grad``, on the
+    same — possibly augmented — images as the student), or from ``logits``: one cached row per training sample,
+    looked up by the batch's sample indices (see :func:`kdtutor.cached_logits`). Cached logits belong to the
+    un-augmented image, so they are refused together with augmentation. See
+    :func:`kdtutor.losses.distillation_loss` for the math.
+    """
+
+    def __init__(self, teacher: nn.Module | None = None, logits=None, temperature: float = 4.0, alpha: float = 0.9):
+        super().__init__()
+        if (teacher is None) == (logits is None):
+            raise ValueError("teacher_logits: pass either a teacher or its cached logits, exactly one of them")
+        if teacher is not None and not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher: expected an nn.Module (the teacher model), got {type(teacher).__name__}; "
+                            "cached outputs go to teacher_logits=")
+        self.temperature = checks.temperature(temperature)
+        self.alpha = checks.alpha(alpha)
+        object.__setattr__(self, "teacher", teacher)  # outside the module tree: frozen, never trained or saved
+        self.logits = None if logits is None else _as_logits(logits)
+
+    def setup(self, train: OnDevice, augment) -> None:
+        if self.teacher is not None:
+            self.teacher.to(train.device).eval()
+            return
+        if augment is not None:
+            raise ValueError("augment: cannot be combined with teacher_logits — a cached logit belongs to the "
+                             "un-augmented image; pass teacher= to teach on the augmented view")
+        if self.logits.ndim != 2 or len(self.logits) != len(train):
+            raise ValueError(f"teacher_logits: expected one row per training sample, shape ({len(train)}, classes), "
+                             f"got {tuple(self.logits.shape)}")
+        self.logits = self.logits.to(train.device)
+
+    def teacher_logits(self, batch: Batch) -> torch.Tensor:
+        if self.teacher is None:
+            return self.logits[batch.idx]
+        with torch.no_grad():
+            return self.teacher(batch.x)
+
+    def check(self, out: torch.Tensor, batch: Batch) -> None:
+        checks.targets(batch.y, out)
+        checks.logits_pair(out, self.teacher_logits(batch))
+
+    def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
+        return distillation_loss_unchecked(out, self.teacher_logits(batch), batch.y, self.temperature, self.alpha)
+
+    def extra_repr(self) -> str:
+        source = "online teacher" if self.teacher is not None else f"cached logits {tuple(self.logits.shape)}"
+        return f"{source}, temperature={self.temperature}, alpha={self.alpha}"
+
+
+def _as_logits(logits) -> torch.Tensor:
+    """Cached teacher logits as a float32 tensor (numpy arrays accepted), checked once: finite, not probabilities."""
+    if isinstance(logits, np.ndarray):
+        logits = torch.from_numpy(logits)
+    if not torch.is_tensor(logits) or not logits.is_floating_point():
+        raise ValueError(f"teacher_logits: expected a floating-point tensor (samples x classes), got "
+                         f"{getattr(logits, 'dtype', type(logits).__name__)}")
+    logits = logits.detach().float()
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("teacher_logits: contains NaN or infinite values; recompute the teacher's logits")
+    if logits.ndim == 2 and len(logits) and bool((logits >= 0).all()) and \
+            bool(torch.allclose(logits.sum(1), torch.ones(len(logits)), atol=1e-3)):
+        warnings.warn("teacher_logits: every row is non-negative and sums to 1 — these look like probabilities; "
+                      "pass the teacher's logits (before the softmax)", UserWarning, stacklevel=4)
+    return logits
