@@ -28,7 +28,7 @@ def over_seeds(run: Callable[[int], dict], seeds: Iterable[int], **config) -> li
 
 def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[int], evaluate_on: dict,
             **fit_kwargs) -> list[dict]:
-    """Train a fresh ``make_model()`` per seed with :func:`kdtutor.fit` and evaluate it: one row per seed.
+    """Train a fresh ``make_model()`` per seed with :func:`~kdtutor.training.fit` and evaluate it: one row per seed.
 
     The seed fixes both the initial weights (``torch.manual_seed(seed)`` before ``make_model()``) and the training
     order (``fit(seed=seed)``), so two arms run with the same seeds differ only in what they are told to do. Rows

@@ -12,6 +12,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+__all__ = ["BUGS", "kd_loss_mean_reduction", "kd_loss_missing_t2", "kd_loss_probabilities"]
+
 
 def kd_loss_missing_t2(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
     r"""Forgets the :math:`T^2` factor: the soft-target gradient shrinks like :math:`1/T^2` as the temperature grows."""

@@ -1,13 +1,14 @@
 import hashlib
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import kdtutor as kd
-from kdtutor import models
+from kdtutor.models import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +77,33 @@ def test_save_load_roundtrip_rebuilds_kdtutor_models(tmp_path):
     assert not list(tmp_path.glob("sub/.*.tmp"))
 
 
+def test_checkpoints_know_architectures_by_exact_type(tmp_path):
+    class MLP(torch.nn.Module):  # a reader's own class that happens to share kdtutor's name
+        def __init__(self):
+            super().__init__()
+            self.config = {}
+            self.fc = torch.nn.Linear(784, 10)
+
+    path = kd.save(MLP(), tmp_path / "theirs.pt")
+    with pytest.raises(ValueError, match="model: .*cannot rebuild"):
+        kd.load(path)  # not silently rebuilt as kdtutor's MLP
+    loaded, _ = kd.load(path, model=MLP())
+    assert type(loaded).__name__ == "MLP" and not isinstance(loaded, kd.MLP)
+
+    class Wider(kd.MLP):  # a subclass is not the registered class either
+        pass
+
+    with pytest.raises(ValueError, match="model"):
+        kd.load(kd.save(Wider(hidden=(8,)), tmp_path / "sub.pt"))
+
+
+def test_shipped_teacher_file_still_loads_with_its_hash():
+    """Files written before the checkpoint refactor (the shipped teacher among them) load unchanged."""
+    path = registry.verify("teacher_fmnist")
+    model, meta = kd.load(path)
+    assert type(model) is kd.CNN and meta["test_acc"] == pytest.approx(kd.teacher_record()["test_acc"])
+
+
 def test_load_into_a_given_module(tmp_path):
     custom = torch.nn.Sequential(torch.nn.Linear(3, 2))
     path = kd.save(custom, tmp_path / "c.pt")
@@ -118,25 +146,61 @@ def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
 
 # --- the shipped teacher -------------------------------------------------------------------------------------------
 
-def test_shipped_teacher_record_and_hash():
-    record = kd.teacher_record()
-    path = models.WEIGHTS_DIR / record["file"]
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
-    assert path.stat().st_size <= 2 * 2**20
-    assert record["parameters"] == kd.count_params(kd.teacher_cnn())
+def build_script():
     spec = importlib.util.spec_from_file_location("train_teacher", ROOT / "scripts" / "train_teacher.py")
     script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # dataclasses look their module up while the class is built
     spec.loader.exec_module(script)
-    assert record["recipe"] == script.RECIPE  # the record describes the script that retrains it
+    return script
 
 
-def test_tampered_teacher_is_refused(tmp_path, monkeypatch):
+def test_every_shipped_model_has_a_verified_record_and_a_recipe():
+    script = build_script()
+    assert registry.shipped_models() == sorted(script.RECIPES) == ["teacher_fmnist"]
+    for name in registry.shipped_models():
+        record = registry.record(name)
+        path = registry.WEIGHTS_DIR / record["file"]
+        assert registry.verify(name) == path
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+        assert path.stat().st_size == record["size_bytes"] <= 2 * 2**20
+        assert record["recipe"] == script.RECIPES[name].as_record()  # the record describes the script's recipe
+        assert record["command"] == f"python scripts/train_teacher.py {name}"
+        model = registry.pretrained(name)
+        assert not model.training and kd.count_params(model) == record["parameters"]
+    assert kd.teacher_record() == registry.record("teacher_fmnist")
+    assert kd.count_params(kd.teacher_cnn()) == kd.teacher_record()["parameters"]
+
+
+def test_every_recipe_field_reaches_fit(monkeypatch):
+    """The script hands fit its TrainConfig whole: no recorded setting is left out (augment was, once)."""
+    script = build_script()
+    seen = {}
+
+    def fake_fit(model, train, config, **kwargs):
+        seen["config"] = config
+        raise SystemExit("stop before training")
+
+    monkeypatch.setattr(script.kd, "fit", fake_fit)
+    monkeypatch.setattr(script, "load_data", lambda name: (None, None, None))
+    with pytest.raises(SystemExit, match="stop"):
+        script.build("teacher_fmnist", script.RECIPES["teacher_fmnist"], ROOT / "unused")
+    assert seen["config"] is script.RECIPES["teacher_fmnist"].config
+
+
+def test_unknown_shipped_model_names_the_choices():
+    with pytest.raises(ValueError, match="name: expected one of .*teacher_fmnist"):
+        registry.pretrained("teacher_cifar")
+
+
+def test_tampered_or_missing_weights_are_refused(tmp_path, monkeypatch):
     record = kd.teacher_record()
-    (tmp_path / record["file"]).write_bytes(b"x" + (models.WEIGHTS_DIR / record["file"]).read_bytes())
-    (tmp_path / f"{models.TEACHER_NAME}.json").write_text((models.WEIGHTS_DIR / f"{models.TEACHER_NAME}.json")
-                                                          .read_text())
-    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)
-    with pytest.raises(ValueError, match="SHA-256"):
+    (tmp_path / f"{registry.TEACHER_NAME}.json").write_text(
+        (registry.WEIGHTS_DIR / f"{registry.TEACHER_NAME}.json").read_text())
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(registry.ShippedModelError, match="missing"):
+        kd.pretrained_teacher()
+    (tmp_path / record["file"]).write_bytes(b"x" + (ROOT / "kdtutor/models/weights" / record["file"]).read_bytes())
+    with pytest.raises(registry.ShippedModelError, match="SHA-256"):
         kd.pretrained_teacher()
 
 

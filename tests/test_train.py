@@ -6,7 +6,8 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 import kdtutor as kd
-from kdtutor import train as ktrain
+from kdtutor.data import device as kdevice
+from kdtutor.training import loop
 
 
 def mlp(seed=0, hidden=(32,), dropout=0.0):
@@ -35,8 +36,11 @@ class Tripwire(nn.Module):
         return self.model(x)
 
 
-def test_default_device_here_is_cpu():
-    assert kd.default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_default_device_prefers_cuda_then_mps(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert kd.default_device() == torch.device(expected)
 
 
 def test_fit_learns_and_reports_history(small, capsys):
@@ -119,11 +123,11 @@ def test_alpha_one_learns_from_the_teacher_alone(small):
 def test_refuses_bad_combinations(small):
     train, _ = small
     logits = torch.zeros(len(train), 10)
-    with pytest.raises(ValueError, match="augment.*cached|augment"):
+    with pytest.raises(ValueError, match="augment: cannot be combined with teacher_logits"):
         kd.fit(mlp(), train, epochs=1, teacher_logits=logits, augment=kd.RandomShiftFlip())
-    with pytest.raises(ValueError, match="teacher_logits"):
+    with pytest.raises(ValueError, match="teacher_logits: pass either a teacher or its cached logits"):
         kd.fit(mlp(), train, epochs=1, teacher=mlp(), teacher_logits=logits)
-    with pytest.raises(ValueError, match="teacher_logits"):
+    with pytest.raises(ValueError, match=r"teacher_logits: expected one row per training sample, shape \(2000, "):
         kd.fit(mlp(), train, epochs=1, teacher_logits=logits[:10])
     with pytest.raises(ValueError, match="temperature"):
         kd.fit(mlp(), train, epochs=1, teacher=mlp(), temperature=0)
@@ -132,19 +136,27 @@ def test_refuses_bad_combinations(small):
     for kwargs, name in (({"epochs": 0}, "epochs"), ({"epochs": 1.5}, "epochs"),
                          ({"epochs": 1, "batch_size": 0}, "batch_size"), ({"epochs": 1, "optimizer": "lbfgs"},
                                                                           "optimizer"),
-                         ({"epochs": 1, "schedule": "step"}, "schedule")):
-        with pytest.raises(ValueError, match=name):
+                         ({"epochs": 1, "schedule": "step"}, "schedule"),
+                         ({"epochs": 1, "momentum": 0.5}, "momentum: only optimizer='sgd'"),
+                         ({"epochs": 1, "lr": -1.0}, "lr"), ({"epochs": 1, "augment": kd.RandomShiftFlip}, "augment"),
+                         ({"epochs": 1, "amp_dtype": torch.float32}, "amp_dtype")):
+        with pytest.raises(ValueError, match=f"^{name}"):
             kd.fit(mlp(), train, **kwargs)
+    for name in ("temperature", "alpha"):
+        with pytest.raises(ValueError, match=f"{name}: only used for distillation"):
+            kd.fit(mlp(), train, epochs=1, **{name: 2.0})
+    with pytest.raises(TypeError, match="unexpected keyword.*'epoch'.*fields of TrainConfig"):
+        kd.fit(mlp(), train, epoch=1)
     with pytest.raises(ValueError, match="empty"):
         kd.fit(mlp(), TensorDataset(torch.zeros(0, 784), torch.zeros(0, dtype=torch.long)), epochs=1)
 
 
 def test_mismatched_teacher_and_bad_labels(small):
     train, _ = small
-    with pytest.raises(ValueError, match="teacher_logits.*100"):
+    with pytest.raises(ValueError, match=r"teacher_logits: shape \(128, 100\) does not match"):
         kd.fit(mlp(), train, epochs=1, teacher=kd.MLP(hidden=(8,), num_classes=100), device="cpu")
     x, y = train.tensors
-    with pytest.raises(ValueError, match="targets"):
+    with pytest.raises(ValueError, match=r"targets: class indices must lie in \[0, 4\]"):
         kd.fit(kd.MLP(num_classes=5), TensorDataset(x[:100], y[:100]), epochs=1, device="cpu")
 
 
@@ -188,15 +200,91 @@ def test_evaluate_restores_mode_and_compute_logits_keeps_order(small):
     assert torch.allclose(logits[123], model.eval()(val.tensors[0][123:124])[0], atol=1e-6)
 
 
+class DtypeProbe(nn.Module):
+    """Records the dtype its linear layer computes in (what autocast chose)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.dtypes = model, set()
+
+    def forward(self, x):
+        out = self.model(x)
+        if self.training:
+            self.dtypes.add(out.dtype)
+        return out
+
+
+@pytest.mark.parametrize("native_bf16, override, expected", [
+    (True, None, torch.bfloat16), (False, None, torch.float16), (True, torch.float16, torch.float16)])
+def test_amp_dtype_counts_only_native_bf16(monkeypatch, native_bf16, override, expected):
+    asked = {}
+
+    def is_bf16_supported(including_emulation=True):
+        asked["including_emulation"] = including_emulation
+        return native_bf16 or including_emulation  # a T4: bf16 only emulated
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    cfg = kd.TrainConfig(amp_dtype=override)
+    assert loop._amp_dtype(torch.device("cuda"), cfg) == expected
+    if override is None:
+        assert asked["including_emulation"] is False
+    assert loop._amp_dtype(torch.device("cpu"), cfg) is None
+    assert loop._amp_dtype(torch.device("cuda"), kd.TrainConfig(amp=False)) is None
+
+
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("bf16", [True, False], ids=["bf16", "fp16+scaler"])
-def test_cuda_mixed_precision(small, monkeypatch, bf16):
+@pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16+scaler"])
+def test_cuda_mixed_precision(small, monkeypatch, amp_dtype):
     train, val = small
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    steps = {"scaled": 0}
+    real_scale = torch.amp.GradScaler.scale
+
+    def counting_scale(self, outputs):
+        if self.is_enabled():
+            steps["scaled"] += 1
+        return real_scale(self, outputs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", counting_scale)
     teacher = mlp(seed=5, hidden=(64,))
-    kd.fit(teacher, train, epochs=2, device="cuda", verbose=False)
-    student = mlp()
-    history = kd.fit(student, train, epochs=2, teacher=teacher, device="cuda", val=val, verbose=False)
+    kd.fit(teacher, train, epochs=2, device="cuda", verbose=False, amp=False)
+    student = DtypeProbe(mlp())
+    history = kd.fit(student, train, epochs=2, teacher=teacher, device="cuda", val=val, verbose=False,
+                     amp_dtype=amp_dtype, batch_size=128)
+    assert student.dtypes == {amp_dtype}  # autocast ran in the dtype asked for
+    assert steps["scaled"] == (2 * 16 if amp_dtype == torch.float16 else 0)  # the scaler only on the fp16 path
     assert next(student.parameters()).is_cuda and next(student.parameters()).dtype == torch.float32
     assert all(math.isfinite(v) for v in history.train_loss) and history.val_acc[-1] > 0.6
-    assert ktrain.default_device().type == "cuda"
+
+
+def count_transfers(monkeypatch, n):
+    """Count copies of tensors with ``n`` rows made through kdtutor.data.device.move (the one place data moves)."""
+    calls = []
+    real = kdevice.move
+
+    def move(tensor, device):
+        if len(tensor) == n:
+            calls.append(tensor.shape)
+        return real(tensor, device)
+
+    monkeypatch.setattr(kdevice, "move", move)
+    return calls
+
+
+def test_training_data_is_moved_to_the_device_once_per_fit(small, monkeypatch):
+    train, val = small
+    calls = count_transfers(monkeypatch, len(train))
+    val_calls = count_transfers(monkeypatch, len(val))
+    kd.fit(mlp(), train, epochs=3, val=val, batch_size=256, device="cpu", verbose=False,
+           teacher_logits=torch.zeros(len(train), 10), temperature=2, alpha=0.5)
+    assert len(calls) == 2  # images and labels, once — not once per epoch or per evaluate
+    assert len(val_calls) == 2  # the validation set, once, reused by every epoch's evaluation
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_data_is_moved_to_cuda_once_per_fit(small, monkeypatch):
+    train, val = small
+    calls = count_transfers(monkeypatch, len(train))
+    kd.fit(mlp(), train, epochs=3, val=val, device="cuda", verbose=False)
+    assert len(calls) == 2

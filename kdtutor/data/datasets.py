@@ -2,7 +2,7 @@
 
 Every loader returns ``(train, test)``: two :class:`torch.utils.data.TensorDataset` of float images ``N x C x H x W``
 normalized with the *training* set's per-channel mean and std, and int64 labels. In-memory tensors keep the book's
-experiments fast on a laptop CPU: :func:`kdtutor.fit` moves them to the device once and shuffles there
+experiments fast on a laptop CPU: :func:`~kdtutor.training.fit` moves them to the device once and shuffles there
 (:class:`kdtutor.data.OnDevice`).
 
 Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, MIT licence) is looked up, in this order, in
@@ -16,7 +16,7 @@ A folder may hold the four ``*-ubyte.gz`` files (or the unpacked ``*-ubyte`` fil
 layout ``FashionMNIST/raw/``. The decoded bytes of each file are checked against their SHA-256, so a truncated or
 corrupt file is an error, not a silently smaller dataset.
 
-Shown images are un-normalized with :func:`denormalize`.
+Shown images are un-normalized with :func:`~kdtutor.data.denormalize`.
 """
 
 from __future__ import annotations

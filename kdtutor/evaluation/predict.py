@@ -2,10 +2,10 @@
 
 Everything here runs the model in eval mode under ``torch.no_grad()`` and restores the mode it found. The data is
 moved to the device once per call (:class:`kdtutor.data.OnDevice`); pass an ``OnDevice`` to reuse a copy already
-there, as :func:`kdtutor.fit` does for its validation set.
+there, as :func:`~kdtutor.training.fit` does for its validation set.
 
 **The logit cache.** Several chapters need the teacher's logits for the same 55,000 training images (about 20 s on
-two CPU cores each time). :func:`cached_logits` stores them under ``~/.cache/kdtutor/logits`` (or
+two CPU cores each time). :func:`~kdtutor.evaluation.cached_logits` stores them under ``~/.cache/kdtutor/logits`` (or
 ``$KDTUTOR_CACHE``), keyed by a SHA-256 of the model (its class and every tensor of its ``state_dict``), a SHA-256
 of the input tensor (with its shape and dtype) and the device type: a changed teacher, split or dtype gets its own
 entry, never stale logits. Files are written atomically with a checksum (:func:`kdtutor.checkpoint.write_verified`);
@@ -60,7 +60,7 @@ def compute_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devi
     """The model's logits for every sample of ``data`` in order, as a float32 CPU tensor ``N x classes``.
 
     Use it to keep a teacher's outputs (``fit(..., teacher_logits=compute_logits(teacher, train))``), or
-    :func:`cached_logits` to keep them on disk across notebooks.
+    :func:`~kdtutor.evaluation.cached_logits` to keep them on disk across notebooks.
     """
     _check_data(data)
     data = OnDevice(data, _device_of(model, device))
@@ -91,15 +91,16 @@ def fingerprint(*tensors: torch.Tensor, extra: str = "") -> str:
     """SHA-256 of tensors' dtypes, shapes and bytes (and an ``extra`` string): equal only for equal contents."""
     h = hashlib.sha256(extra.encode())
     for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"|{t.dtype}|{tuple(t.shape)}|".encode())
+        shape = t.shape
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"|{t.dtype}|{tuple(shape)}|".encode())
         if t.numel():
             h.update(t.view(torch.uint8).numpy() if t.dtype != torch.uint8 else t.numpy())
     return h.hexdigest()
 
 
 def cache_dir() -> Path:
-    """Where :func:`cached_logits` keeps its files: ``$KDTUTOR_CACHE`` or ``~/.cache/kdtutor``, then ``logits/``."""
+    """Where :func:`~kdtutor.evaluation.cached_logits` keeps its files: ``$KDTUTOR_CACHE`` or ``~/.cache/kdtutor``, then ``logits/``."""
     return Path(os.environ.get("KDTUTOR_CACHE") or CACHE_DIR) / "logits"
 
 

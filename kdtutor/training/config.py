@@ -1,6 +1,6 @@
-"""The training settings of :func:`kdtutor.fit`, gathered in one object a reader sees at once (like nanoGPT's config).
+"""The training settings of :func:`~kdtutor.training.fit`, gathered in one object a reader sees at once (like nanoGPT's config).
 
-``TrainConfig`` prints readably, is saved beside shipped weights (:meth:`TrainConfig.as_record`) and is passed
+``TrainConfig`` prints readably, is saved beside shipped weights (:meth:`~kdtutor.training.TrainConfig.as_record`) and is passed
 around whole: ``fit(model, train, config)``. Any field can also be given to ``fit`` as a keyword
 (``fit(model, train, epochs=5)``), which overrides the config.
 """
@@ -19,7 +19,7 @@ __all__ = ["TrainConfig"]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How :func:`kdtutor.fit` trains; every field is used by the loop."""
+    """How :func:`~kdtutor.training.fit` trains; every field is used by the loop."""
 
     epochs: int = 8                        # passes over the training set
     batch_size: int = 128                  # samples per optimizer step

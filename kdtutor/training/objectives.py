@@ -1,4 +1,4 @@
-r"""Training objectives: what :func:`kdtutor.fit` minimises, as objects with a name, settings and a docstring.
+r"""Training objectives: what :func:`~kdtutor.training.fit` minimises, as objects with a name, settings and a docstring.
 
 An objective is called once per step as ``objective(out, batch, features)`` with the student's outputs ``out``,
 the :class:`~kdtutor.data.Batch` (images ``x``, labels ``y``, sample indices ``idx`` on the device) and the
@@ -7,8 +7,8 @@ student's recorded intermediate outputs ``features`` (a dict, filled for the sub
 FitNets regressor, say): ``fit`` adds them to the optimizer and moves them to the device. A teacher it holds is
 kept *outside* the module tree — frozen, in eval mode, never trained, never saved with the objective.
 
-``fit`` calls :meth:`Objective.setup` once before training (move cached tensors to the device, check their shapes
-against the training set) and :meth:`Objective.check` on the first batch only, so the loop itself adds no checks
+``fit`` calls :meth:`~kdtutor.training.Objective.setup` once before training (move cached tensors to the device, check their shapes
+against the training set) and :meth:`~kdtutor.training.Objective.check` on the first batch only, so the loop itself adds no checks
 and no host synchronisation per step. The losses themselves are pure functions in :mod:`kdtutor.losses`.
 """
 
@@ -65,7 +65,7 @@ class Distillation(Objective):
 
     The teacher's logits come from ``teacher`` run online on every batch (in eval mode, under ``no_grad``, on the
     same — possibly augmented — images as the student), or from ``logits``: one cached row per training sample,
-    looked up by the batch's sample indices (see :func:`kdtutor.cached_logits`). Cached logits belong to the
+    looked up by the batch's sample indices (see :func:`~kdtutor.evaluation.cached_logits`). Cached logits belong to the
     un-augmented image, so they are refused together with augmentation. See
     :func:`kdtutor.losses.distillation_loss` for the math.
     """

@@ -1,0 +1,119 @@
+"""The package's architecture, enforced: imports go one way, and no module reaches into another's private names.
+
+Rooms, from the bottom up: ``checks``; ``data``; ``checkpoint``; ``models``; ``losses``; ``evaluation``;
+``training``; ``experiments``; then the helpers for people (``notebook``, ``pitfalls``, the CLI) and the old module
+names kept as re-exports. Data and models know nothing of training; losses are pure functions of tensors; nothing in
+the package imports the (future) course room or the book's notebooks.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import kdtutor
+
+PACKAGE = Path(kdtutor.__file__).parent
+
+# room -> the rooms it may import from (besides itself)
+ALLOWED = {
+    "checks": set(),
+    "data": {"checks"},
+    "checkpoint": {"checks"},
+    "models": {"checks", "checkpoint"},
+    "losses": {"checks"},
+    "evaluation": {"checks", "data", "checkpoint", "models"},
+    "training": {"checks", "data", "models", "losses", "evaluation"},
+    "experiments": {"checks", "data", "models", "losses", "evaluation", "training", "notebook"},
+    "pitfalls": set(),
+    "notebook": {"data"},
+    "__main__": {"checks", "data", "models", "evaluation"},
+    "__init__": {"checkpoint", "data", "evaluation", "losses", "models", "training"},
+    # old module names, kept as thin re-exports
+    "train": {"evaluation", "training"},
+    "measure": {"evaluation"},
+    "metrics": {"evaluation"},
+}
+
+
+def room(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def kdtutor_imports(path: Path):
+    """(module imported, names imported) for every import of kdtutor in ``path``, at any depth of the file."""
+    tree = ast.parse(path.read_text())
+    package = ".".join(("kdtutor", *path.relative_to(PACKAGE).with_suffix("").parts[:-1]))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "kdtutor":
+                    yield alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, module] if module else base)
+            if module.split(".")[0] == "kdtutor":
+                yield module, [a.name for a in node.names]
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def target_room(module: str, names: list[str]) -> set[str]:
+    parts = module.split(".")
+    if len(parts) > 1:
+        return {parts[1]}
+    return set(names)  # "from kdtutor import checks" imports the room named
+
+
+def test_every_module_belongs_to_a_known_room():
+    assert {room(p) for p in MODULES} == set(ALLOWED)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_go_one_way(path):
+    here = room(path)
+    for module, names in kdtutor_imports(path):
+        for target in target_room(module, names):
+            if target != here:
+                assert target in ALLOWED[here], f"{path.relative_to(PACKAGE)}: {here} must not import {target}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_anothers_private_names(path):
+    for module, names in kdtutor_imports(path):
+        private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+        assert not private, f"{path.relative_to(PACKAGE)} imports private {private} from {module}"
+
+
+def test_losses_are_pure_functions_of_tensors():
+    """The losses room imports nothing but torch and the shared checks: no models, data, devices or training."""
+    for path in (PACKAGE / "losses").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module.split(".")[0] in ("torch", "__future__", "kdtutor", "math"), (path, node.module)
+                if node.module.startswith("kdtutor"):
+                    assert node.module in ("kdtutor", "kdtutor.losses") or node.module.startswith("kdtutor.losses.")
+
+
+def test_the_rule_catches_a_violation(tmp_path):
+    """The checker itself: a models module importing training is found."""
+    bad = PACKAGE / "models" / "_probe_for_test.py"
+    bad.write_text("from kdtutor.training import fit\nfrom kdtutor.losses.logits import _private\n")
+    try:
+        found = list(kdtutor_imports(bad))
+        assert ("kdtutor.training", ["fit"]) in found
+        assert "training" not in ALLOWED[room(bad)]
+        assert any(n.startswith("_") for _, names in found for n in names)
+    finally:
+        bad.unlink()
+
+
+def test_every_room_says_what_lives_there():
+    for init in PACKAGE.rglob("__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc.splitlines()[0]) > 20, f"{init}: first docstring line says what lives there"
