@@ -10,7 +10,9 @@ Its rooms, each a subpackage or module whose docstring says what lives there (im
 * :mod:`kdtutor.evaluation` — predictions, cached teacher logits, calibration, cost;
 * :mod:`kdtutor.training` — ``fit``, its settings and its objectives;
 * :mod:`kdtutor.experiments` — repeated runs over seeds and paired comparisons;
-* :mod:`kdtutor.pitfalls` (wrong on purpose) and :mod:`kdtutor.notebook` (helpers for the book's notebooks).
+* :mod:`kdtutor.pitfalls` (wrong on purpose) and :mod:`kdtutor.notebook` (helpers for the book's notebooks);
+* :mod:`kdtutor.progress` (progress bars, off in the book) and :mod:`kdtutor.selfcheck` (``kd.check()``,
+  ``python -m kdtutor check``).
 
 ``kdtutor.train``, ``kdtutor.measure`` and ``kdtutor.metrics`` are the old module names, kept as thin re-exports.
 The most used names are re-exported here::
@@ -56,6 +58,7 @@ from kdtutor.models import (
     teacher_cnn,
     teacher_record,
 )
+from kdtutor.selfcheck import check
 from kdtutor.training import CrossEntropy, Distillation, History, Objective, TrainConfig, default_device, fit
 
 __all__ = [
@@ -69,4 +72,5 @@ __all__ = [
     "CNN", "MLP", "count_params", "pretrained", "pretrained_teacher", "record_activations", "shipped_models",
     "student_cnn", "teacher_cnn", "teacher_record",
     "CrossEntropy", "Distillation", "History", "Objective", "TrainConfig", "default_device", "fit",
+    "check",
 ]

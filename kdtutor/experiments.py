@@ -16,6 +16,7 @@ import torch
 
 from kdtutor.evaluation import evaluate
 from kdtutor.notebook import pm
+from kdtutor.progress import bar
 from kdtutor.training import fit
 
 __all__ = ["best_class_shift", "mean_std", "over_seeds", "paired_gain", "pm", "run_arm", "shift_class", "summarize"]
@@ -27,14 +28,14 @@ def over_seeds(run: Callable[[int], dict], seeds: Iterable[int], **config) -> li
 
 
 def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[int], evaluate_on: dict,
-            **fit_kwargs) -> list[dict]:
+            progress: bool = True, **fit_kwargs) -> list[dict]:
     """Train a fresh ``make_model()`` per seed with :func:`~kdtutor.training.fit` and evaluate it: one row per seed.
 
     The seed fixes both the initial weights (``torch.manual_seed(seed)`` before ``make_model()``) and the training
     order (``fit(seed=seed)``), so two arms run with the same seeds differ only in what they are told to do. Rows
     hold ``arm``, ``seed``, ``<name>_acc`` for each dataset in ``evaluate_on``, ``train_acc`` (last epoch),
     ``model`` and ``history`` (the trained module and its :class:`~kdtutor.training.History`). ``fit_kwargs`` go to
-    ``fit`` (``verbose`` defaults to ``False``).
+    ``fit`` (``verbose`` defaults to ``False``). A progress bar counts the seeds unless ``progress=False``.
     """
     fit_kwargs.setdefault("verbose", False)
 
@@ -45,7 +46,7 @@ def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[i
         row = {f"{name}_acc": evaluate(model, data) for name, data in evaluate_on.items()}
         return {**row, "train_acc": history.train_acc[-1], "model": model, "history": history}
 
-    return over_seeds(run, seeds, arm=arm)
+    return over_seeds(run, bar(list(seeds), desc=arm, verbose=progress), arm=arm)
 
 
 def mean_std(values: Sequence, key: str | None = None) -> tuple[float, float]:

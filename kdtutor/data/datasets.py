@@ -10,7 +10,8 @@ Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, MIT licence) is looked up, in this o
 1. the ``root`` argument,
 2. the folder named by the ``KDTUTOR_DATA`` environment variable,
 3. Debian's package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``),
-4. a torchvision download into ``~/.cache/kdtutor`` (needs the internet).
+4. the download cache ``~/.cache/kdtutor`` (an earlier download),
+5. a torchvision download into ``~/.cache/kdtutor`` (needs the internet).
 
 A folder may hold the four ``*-ubyte.gz`` files (or the unpacked ``*-ubyte`` files), directly or in torchvision's
 layout ``FashionMNIST/raw/``. The decoded bytes of each file are checked against their SHA-256, so a truncated or
@@ -33,7 +34,7 @@ from torch.utils.data import TensorDataset
 __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "FASHION_CLASSES", "FMNIST_MEAN", "FMNIST_STD", "MNIST_CLASSES",
     "MNIST_MEAN", "MNIST_STD", "DatasetNotFoundError", "denormalize", "load_cifar10", "load_fashion_mnist",
-    "load_mnist", "read_idx", "to_tensor_dataset",
+    "load_mnist", "locate_fashion_mnist", "read_idx", "to_tensor_dataset",
 ]
 
 FASHION_CLASSES = (
@@ -134,26 +135,37 @@ def to_tensor_dataset(images, labels, mean, std) -> TensorDataset:
     return TensorDataset(x.contiguous(), y)
 
 
-def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = True):
-    """Fashion-MNIST as ``(train, test)`` TensorDatasets: ``60000 x 1 x 28 x 28`` and ``10000 x 1 x 28 x 28``.
+def locate_fashion_mnist(root: str | os.PathLike | None = None):
+    """Where Fashion-MNIST is: ``(folder, arrays)`` of the first complete copy, else ``(None, what was tried)``.
 
-    Images are normalized with the training set's mean and std (:data:`FMNIST_MEAN`, :data:`FMNIST_STD`); labels
-    index :data:`FASHION_CLASSES`. See the module docstring for where the files are looked up. With
-    ``download=False`` the last step (the internet) is not tried.
+    Looks, in order, in ``root``, ``$KDTUTOR_DATA``, Debian's folder and the download cache (``~/.cache/kdtutor``),
+    never the internet. A corrupt file raises ``ValueError`` naming it.
     """
-    tried: list[str] = []
     candidates = []
     if root is not None:
         candidates.append(("the root argument", Path(root)))
     if os.environ.get("KDTUTOR_DATA"):
         candidates.append(("$KDTUTOR_DATA", Path(os.environ["KDTUTOR_DATA"])))
-    candidates.append(("Debian's dataset-fashion-mnist", DEBIAN_FMNIST_DIR))
-    arrays = None
+    candidates += [("Debian's dataset-fashion-mnist", DEBIAN_FMNIST_DIR), ("the download cache", CACHE_DIR)]
+    tried = []
     for label, folder in candidates:
         arrays = _read_fmnist_folder(folder)
         if arrays is not None:
-            break
+            return folder, arrays
         tried.append(f"{label}: {folder} (files not found)")
+    return None, tried
+
+
+def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = True):
+    """Fashion-MNIST as ``(train, test)`` TensorDatasets: ``60000 x 1 x 28 x 28`` and ``10000 x 1 x 28 x 28``.
+
+    Images are normalized with the training set's mean and std (:data:`FMNIST_MEAN`, :data:`FMNIST_STD`); labels
+    index :data:`FASHION_CLASSES`. See the module docstring for where the files are looked up
+    (:func:`locate_fashion_mnist`). With ``download=False`` the last step (the internet) is not tried.
+    """
+    folder, found = locate_fashion_mnist(root)
+    arrays = found if folder is not None else None
+    tried = [] if folder is not None else found
     if arrays is None and download:
         try:
             _download_fmnist(CACHE_DIR)

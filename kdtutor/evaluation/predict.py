@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from kdtutor.checkpoint import CheckpointError, read_verified, write_verified
 from kdtutor.data import CACHE_DIR, OnDevice
+from kdtutor.progress import bar
 
 __all__ = ["accuracy", "cache_dir", "cached_logits", "compute_logits", "evaluate", "fingerprint"]
 
@@ -44,27 +45,34 @@ def _check_data(data) -> None:
         raise ValueError("data: the dataset is empty")
 
 
+LARGE = 20_000  # samples: compute_logits shows a progress bar from this size on
+
+
 @torch.no_grad()
-def _outputs(model: nn.Module, data: OnDevice, batch_size: int):
+def _outputs(model: nn.Module, data: OnDevice, batch_size: int, verbose: bool = False):
     """Yield ``(logits, labels)`` per batch, on the data's device, with the model in eval mode (mode restored)."""
     was_training = model.training
     model.eval()
+    batches = bar(data.batches(batch_size), total=-(-len(data) // batch_size), desc="logits", delay=1,
+                  leave=False, verbose=verbose and len(data) >= LARGE)
     try:
-        for batch in data.batches(batch_size):
+        for batch in batches:
             yield model(batch.x), batch.y
     finally:
         model.train(was_training)
 
 
-def compute_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, device=None) -> torch.Tensor:
+def compute_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, device=None,
+                   verbose: bool = True) -> torch.Tensor:
     """The model's logits for every sample of ``data`` in order, as a float32 CPU tensor ``N x classes``.
 
     Use it to keep a teacher's outputs (``fit(..., teacher_logits=compute_logits(teacher, train))``), or
-    :func:`~kdtutor.evaluation.cached_logits` to keep them on disk across notebooks.
+    :func:`~kdtutor.evaluation.cached_logits` to keep them on disk across notebooks. Shows a progress bar on large
+    data (20,000 samples or more) unless ``verbose=False``.
     """
     _check_data(data)
     data = OnDevice(data, _device_of(model, device))
-    return torch.cat([logits.float().cpu() for logits, _ in _outputs(model, data, batch_size)])
+    return torch.cat([logits.float().cpu() for logits, _ in _outputs(model, data, batch_size, verbose)])
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -105,7 +113,7 @@ def cache_dir() -> Path:
 
 
 def cached_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, device=None,
-                  directory: str | os.PathLike | None = None) -> torch.Tensor:
+                  directory: str | os.PathLike | None = None, verbose: bool = True) -> torch.Tensor:
     """:func:`compute_logits`, stored on disk and reused when the same model sees the same inputs again.
 
     The key is a SHA-256 of the model (class and ``state_dict``), one of the inputs (shape, dtype, bytes) and the
@@ -115,7 +123,7 @@ def cached_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devic
     dev = _device_of(model, device)
     inputs = OnDevice(data, "cpu").tensors
     if inputs is None:
-        return compute_logits(model, data, batch_size, dev)
+        return compute_logits(model, data, batch_size, dev, verbose)
     state = list(model.state_dict().items())
     model_key = fingerprint(*(v for _, v in state), extra=type(model).__qualname__ + repr([k for k, _ in state]))
     key = hashlib.sha256(f"{model_key}|{fingerprint(inputs[0])}|{dev.type}|float32".encode()).hexdigest()
@@ -128,7 +136,7 @@ def cached_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devic
                 return payload["logits"]
         except (CheckpointError, OSError, RuntimeError, KeyError, AttributeError):
             pass  # corrupt or foreign: recompute and overwrite
-    logits = compute_logits(model, data, batch_size, dev)
+    logits = compute_logits(model, data, batch_size, dev, verbose)
     try:
         write_verified(path, {"key": key, "logits": logits})
     except OSError:

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from kdtutor.data import OnDevice
 from kdtutor.evaluation import evaluate
 from kdtutor.models import record_activations
+from kdtutor.progress import bar
 from kdtutor.training.config import TrainConfig
 from kdtutor.training.objectives import CrossEntropy, Distillation, Objective
 
@@ -63,8 +64,8 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     ``config`` holds the training settings (:class:`TrainConfig`: epochs, batch size, learning rate, optimizer,
     schedule, augmentation, seed, mixed precision); any of its fields may be passed as a keyword instead, overriding
     it. ``teacher=`` or ``teacher_logits=`` (with ``temperature``, default 4, and ``alpha``, default 0.9) are
-    shortcuts for ``loss=Distillation(...)``. ``val`` is evaluated after every epoch. Prints one line per epoch
-    unless ``verbose=False``. The model is left on the training device, in eval mode. Returns the :class:`History`;
+    shortcuts for ``loss=Distillation(...)``. ``val`` is evaluated after every epoch. Prints one line per epoch, and
+    a progress bar inside epochs that last longer than two seconds, unless ``verbose=False``. The model is left on the training device, in eval mode. Returns the :class:`History`;
     see the module docstring for interrupts, non-finite losses and continuing a run.
     """
     cfg = _settings(config, settings)
@@ -77,7 +78,8 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     model.to(device)
     objective.to(device).setup(data, cfg.augment)
     params = [*model.parameters(), *(p for p in objective.parameters() if p.requires_grad)]
-    opt, sched = _optimizer(cfg, params, steps=cfg.epochs * math.ceil(len(data) / cfg.batch_size))
+    steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
+    opt, sched = _optimizer(cfg, params, steps=cfg.epochs * steps_per_epoch)
     amp_dtype = _amp_dtype(device, cfg)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -94,7 +96,9 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
                 model.train()
                 objective.train()
                 start, step, stats = time.perf_counter(), 0, _EpochStats(device, epoch, cfg.check_every)
-                for step, batch in enumerate(data.batches(cfg.batch_size, shuffle, drop_single=True), start=1):
+                batches = bar(data.batches(cfg.batch_size, shuffle, drop_single=True), total=steps_per_epoch,
+                              desc=f"epoch {epoch}", verbose=verbose, delay=2, leave=False)  # long epochs only
+                for step, batch in enumerate(batches, start=1):
                     if cfg.augment is not None:
                         batch = batch._replace(x=cfg.augment(batch.x))
                     with autocast():
