@@ -76,9 +76,9 @@ def show_image(ax, image, title: str | None = None, mean=FMNIST_MEAN, std=FMNIST
     """
     pixels = denormalize(image.detach().cpu().float(), mean, std).clamp(0, 1)
     if pixels.ndim == 3 and pixels.shape[0] == 1:
-        ax.imshow(pixels[0], cmap="gray_r")
+        ax.imshow(pixels[0].numpy(), cmap="gray_r")
     else:
-        ax.imshow(pixels.permute(1, 2, 0) if pixels.ndim == 3 else pixels)
+        ax.imshow((pixels.permute(1, 2, 0) if pixels.ndim == 3 else pixels).numpy())
     if title is not None:
         ax.set_title(title, **title_style)
     ax.axis("off")

@@ -108,7 +108,7 @@ def fingerprint(*tensors: torch.Tensor, extra: str = "") -> str:
 
 
 def cache_dir() -> Path:
-    """Where :func:`~kdtutor.evaluation.cached_logits` keeps its files: ``$KDTUTOR_CACHE`` or ``~/.cache/kdtutor``, then ``logits/``."""
+    """Where :func:`cached_logits` keeps its files: ``$KDTUTOR_CACHE`` or ``~/.cache/kdtutor``, then ``logits/``."""
     return Path(os.environ.get("KDTUTOR_CACHE") or CACHE_DIR) / "logits"
 
 

@@ -1,7 +1,8 @@
-"""The training settings of :func:`~kdtutor.training.fit`, gathered in one object a reader sees at once (like nanoGPT's config).
+"""The training settings of :func:`~kdtutor.training.fit`, gathered in one object a reader sees at once (like
+nanoGPT's config).
 
-``TrainConfig`` prints readably, is saved beside shipped weights (:meth:`~kdtutor.training.TrainConfig.as_record`) and is passed
-around whole: ``fit(model, train, config)``. Any field can also be given to ``fit`` as a keyword
+``TrainConfig`` prints readably, is saved beside shipped weights (:meth:`~kdtutor.training.TrainConfig.as_record`)
+and is passed around whole: ``fit(model, train, config)``. Any field can also be given to ``fit`` as a keyword
 (``fit(model, train, epochs=5)``), which overrides the config.
 """
 

@@ -65,8 +65,9 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     schedule, augmentation, seed, mixed precision); any of its fields may be passed as a keyword instead, overriding
     it. ``teacher=`` or ``teacher_logits=`` (with ``temperature``, default 4, and ``alpha``, default 0.9) are
     shortcuts for ``loss=Distillation(...)``. ``val`` is evaluated after every epoch. Prints one line per epoch, and
-    a progress bar inside epochs that last longer than two seconds, unless ``verbose=False``. The model is left on the training device, in eval mode. Returns the :class:`History`;
-    see the module docstring for interrupts, non-finite losses and continuing a run.
+    a progress bar inside epochs that last longer than two seconds, unless ``verbose=False``. The model is left on
+    the training device, in eval mode. Returns the :class:`History`; see the module docstring for interrupts,
+    non-finite losses and continuing a run.
     """
     cfg = _settings(config, settings)
     objective = _objective(loss, teacher, teacher_logits, temperature, alpha)

@@ -7,9 +7,10 @@ student's recorded intermediate outputs ``features`` (a dict, filled for the sub
 FitNets regressor, say): ``fit`` adds them to the optimizer and moves them to the device. A teacher it holds is
 kept *outside* the module tree — frozen, in eval mode, never trained, never saved with the objective.
 
-``fit`` calls :meth:`~kdtutor.training.Objective.setup` once before training (move cached tensors to the device, check their shapes
-against the training set) and :meth:`~kdtutor.training.Objective.check` on the first batch only, so the loop itself adds no checks
-and no host synchronisation per step. The losses themselves are pure functions in :mod:`kdtutor.losses`.
+``fit`` calls :meth:`~kdtutor.training.Objective.setup` once before training (move cached tensors to the device,
+check their shapes against the training set) and :meth:`~kdtutor.training.Objective.check` on the first batch only,
+so the loop itself adds no checks and no host synchronisation per step. The losses themselves are pure functions
+in :mod:`kdtutor.losses`.
 """
 
 from __future__ import annotations
