@@ -25,8 +25,6 @@ The most used names are re-exported here::
     kd.evaluate(student, test)
 """
 
-__version__ = "0.2.0"
-
 from kdtutor.checkpoint import CheckpointError, load, save
 from kdtutor.data import (
     FASHION_CLASSES,
@@ -60,6 +58,7 @@ from kdtutor.models import (
 )
 from kdtutor.selfcheck import check
 from kdtutor.training import CrossEntropy, Distillation, History, Objective, TrainConfig, default_device, fit
+from kdtutor.version import __version__
 
 __all__ = [
     "__version__",

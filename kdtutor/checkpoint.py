@@ -86,14 +86,53 @@ def read_verified(path: str | os.PathLike, map_location="cpu") -> dict:
 
 
 def save(model: nn.Module, path: str | os.PathLike, **metadata) -> Path:
-    """Save ``model``'s weights and ``metadata`` (plain Python values: numbers, strings, lists, dicts) to ``path``."""
+    """Save ``model``'s weights and ``metadata`` to ``path`` (a file; its folder is created).
+
+    Metadata holds plain values — numbers, strings, booleans, None, lists, tuples, dicts with string keys, tensors
+    — so that :func:`load` can read it back with ``weights_only=True``. NumPy scalars and arrays are converted to
+    Python numbers and lists, a :class:`~kdtutor.training.History` (anything with ``as_dict()``) to its columns,
+    and a path to its string; anything else is refused here, at save time, naming the key.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"path: {path} is a directory; give a file name such as {path / 'model.pt'}")
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metadata": metadata,
+        "metadata": {key: _plain(value, key) for key, value in metadata.items()},
         "arch": _architecture_name(model),
-        "config": getattr(model, "config", None),
+        "config": _plain(getattr(model, "config", None), "config"),
     }
     return write_verified(path, payload)
+
+
+def _plain(value, where: str):
+    """``value`` as the plain types a ``weights_only`` load accepts; ValueError naming ``where`` otherwise."""
+    if value is None:
+        return value
+    for kind in (bool, int, float, str):  # subclasses too (NumPy's float64 is a float): stored as the plain type
+        if isinstance(value, kind):
+            return kind(value)
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, dict):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise ValueError(f"metadata: {where} has non-string keys {bad[:3]}; use strings")
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "as_dict"):  # a History
+        return _plain(value.as_dict(), where)
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a NumPy scalar
+        return value.item()
+    if hasattr(value, "tolist"):  # a NumPy array
+        return _plain(value.tolist(), where)
+    raise ValueError(f"metadata: {where} is a {type(value).__name__}, which a checkpoint cannot store so that it "
+                     "loads again; store plain values (numbers, strings, lists, dicts, tensors)")
 
 
 def _umask() -> int:

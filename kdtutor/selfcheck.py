@@ -19,6 +19,7 @@ import torch
 from kdtutor.data import locate_fashion_mnist
 from kdtutor.models import MLP, pretrained, shipped_models, student_cnn
 from kdtutor.training import default_device
+from kdtutor.version import __version__
 
 __all__ = ["REFERENCE", "benchmark", "check", "extras"]
 
@@ -36,7 +37,7 @@ def check(verbose: bool = True) -> bool:
     """Run the checks, print one line each (unless ``verbose=False``); True when the data and models are usable."""
     lines, ok = [], True
     say = lines.append
-    say(f"kdtutor {_version()}: Python {platform.python_version()}, torch {torch.__version__}, "
+    say(f"kdtutor {__version__}: Python {platform.python_version()}, torch {torch.__version__}, "
         f"torchvision {_installed('torchvision') or 'MISSING'}")
     say(f"device: {_describe_device()}")
     folder, found = locate_fashion_mnist()
@@ -68,12 +69,6 @@ def check(verbose: bool = True) -> bool:
     if verbose:
         print("\n".join(lines))
     return ok
-
-
-def _version() -> str:
-    from kdtutor import __version__
-
-    return __version__
 
 
 def _installed(name: str) -> str | None:

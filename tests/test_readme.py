@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot
 import pytest
 
 import kdtutor as kd
@@ -30,3 +31,4 @@ def test_the_api_tour_runs(fmnist, tmp_path, monkeypatch):
     assert 0.5 < namespace["kd"].evaluate(namespace["student"], small[1]) <= 1
     assert namespace["meta"] == {"note": "T=4"} and (tmp_path / "student.pt").is_file()
     assert namespace["logits"].shape == (1000, 10) and len(list((tmp_path / "cache").rglob("*.pt"))) == 1
+    matplotlib.pyplot.close("all")

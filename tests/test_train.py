@@ -156,7 +156,7 @@ def test_mismatched_teacher_and_bad_labels(small):
     with pytest.raises(ValueError, match=r"teacher_logits: shape \(128, 100\) does not match"):
         kd.fit(mlp(), train, epochs=1, teacher=kd.MLP(hidden=(8,), num_classes=100), device="cpu")
     x, y = train.tensors
-    with pytest.raises(ValueError, match=r"targets: class indices must lie in \[0, 4\]"):
+    with pytest.raises(ValueError, match=r"train: labels must lie in \[0, 4\] \(the model has 5 outputs\)"):
         kd.fit(kd.MLP(num_classes=5), TensorDataset(x[:100], y[:100]), epochs=1, device="cpu")
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,7 @@ def read_idx(path: str | Path, sha256: str | None = None) -> np.ndarray:
     path = Path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise ValueError(f"{path}: cannot be read or decompressed ({err}); the file is truncated or corrupt") from err
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
         raise ValueError(f"{path}: contents do not match the expected SHA-256; the file is truncated or corrupt")

@@ -14,10 +14,13 @@ temperature is what distillation does to soften targets (:func:`kdtutor.losses.s
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from kdtutor import checks
 
 __all__ = ["Reliability", "expected_calibration_error", "fit_temperature", "reliability"]
 
@@ -39,7 +42,11 @@ class Reliability:
         return float((gaps * self.count[full]).sum() / self.count.sum())
 
 
-def _check(logits: torch.Tensor, labels: torch.Tensor) -> None:
+def _check(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> None:
+    checks.temperature(temperature)
+    if not torch.is_tensor(logits) or not torch.is_tensor(labels):
+        raise TypeError(f"logits: expected tensors of logits and labels, got {type(logits).__name__} and "
+                        f"{type(labels).__name__}")
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
         raise ValueError(f"labels: expected shape ({logits.shape[0]},) to match logits {tuple(logits.shape)} "
                          "(logits must be samples x classes)")
@@ -47,8 +54,8 @@ def _check(logits: torch.Tensor, labels: torch.Tensor) -> None:
 
 def reliability(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, temperature: float = 1.0) -> Reliability:
     """Bin the predictions ``softmax(logits / temperature)`` by confidence into ``n_bins`` equal-width bins."""
-    _check(logits, labels)
-    if n_bins < 1:
+    _check(logits, labels, temperature)
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins: expected a positive integer, got {n_bins}")
     probs = F.softmax(logits.double() / temperature, dim=1)
     confidence, predicted = probs.max(1)
@@ -75,8 +82,13 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, low: float = 0.0
     """The temperature minimising the NLL of ``softmax(logits / T)`` on held-out data (temperature scaling).
 
     The NLL is convex in :math:`1/T`, so a golden-section search over :math:`\\log T` in ``[low, high]`` finds it.
+    If the best temperature lies at either bound, a ``UserWarning`` says so (widen the range, or the logits are
+    degenerate: e.g. all predictions right and extremely confident).
     """
     _check(logits, labels)
+    low, high = checks.temperature(low, "low"), checks.temperature(high, "high")
+    if not high > low:
+        raise checks.bad("high", f"a number above low={low:g}", high)
     logits = logits.double()
 
     def nll(log_t: float) -> float:
@@ -95,4 +107,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, low: float = 0.0
             a, c, fc = c, d, fd
             d = a + ratio * (b - a)
             fd = nll(d)
-    return math.exp((a + b) / 2)
+    t = math.exp((a + b) / 2)
+    for name, bound in (("low", low), ("high", high)):
+        if abs(math.log(t) - math.log(bound)) < 1e-3:
+            warnings.warn(f"fit_temperature: the best temperature is at the bound {name}={bound:g}; widen "
+                          "[low, high], or check the logits", UserWarning, stacklevel=2)
+    return t

@@ -18,9 +18,13 @@ What the loop does for you:
   weights give identical trained weights.
 * **Nothing is lost**: pressing stop (``KeyboardInterrupt``) ends training cleanly — the model keeps the weights
   trained so far and ``fit`` returns the history of the completed epochs with ``history.interrupted = True``. Pass
-  your own ``history=History()`` to keep it even if something else goes wrong; a non-finite loss raises
-  ``FloatingPointError`` naming the epoch and step (checked every ``check_every`` steps, so the GPU is not
-  synchronised on every step), with the history attached as ``err.history``.
+  your own ``history=History()`` to keep it even if something else goes wrong. A non-finite loss (checked every
+  ``check_every`` steps, so the GPU is not synchronised on every step) or non-finite weights (checked after every
+  epoch) raise ``FloatingPointError`` naming the epoch and step, with the model restored to its finite weights from
+  the start of that epoch, in eval mode, and the history attached as ``err.history``.
+* **Checked up front**: the arguments, every training and validation label (against the model's number of
+  outputs, on the first batch), cached teacher logits (shape, finiteness) — before any training step, so a
+  mistake costs seconds, not an epoch.
 * **Continuing**: ``fit(..., history=h)`` appends epochs to ``h``; it is a *new* run over those epochs (a fresh
   optimizer, learning-rate schedule and shuffle order), not a resume of the old one.
 """
@@ -76,9 +80,12 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     device = torch.device(device) if device is not None else default_device()
     data = OnDevice(_nonempty("train", train), device)
     val_data = OnDevice(_nonempty("val", val), device) if val is not None else None
+    labels = _label_ranges(data, val_data)  # every label, checked once against the model's outputs
     model.to(device)
     objective.to(device).setup(data, cfg.augment)
-    params = [*model.parameters(), *(p for p in objective.parameters() if p.requires_grad)]
+    params = [p for p in (*model.parameters(), *objective.parameters()) if p.requires_grad]
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"model: has no trainable parameters ({type(model).__name__}); nothing for fit to train")
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     opt, sched = _optimizer(cfg, params, steps=cfg.epochs * steps_per_epoch)
     amp_dtype = _amp_dtype(device, cfg)
@@ -89,11 +96,13 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     history = history if history is not None else History()
     history.interrupted = False
     first = history.epoch[-1] + 1 if history.epoch else 1
-    last, epoch, step, checked = first + cfg.epochs - 1, first, 0, False
+    last, epoch, step, batch, checked = first + cfg.epochs - 1, first, 0, None, False
     hooks = record_activations(model, objective.features) if objective.features else nullcontext({})
+    good = _Snapshot(model, objective)  # the weights at the start of the epoch, restored if training diverges
     try:
         with hooks as features:
             for epoch in range(first, last + 1):
+                good.take()
                 model.train()
                 objective.train()
                 start, step, stats = time.perf_counter(), 0, _EpochStats(device, epoch, cfg.check_every)
@@ -105,6 +114,7 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
                     with autocast():
                         out = model(batch.x)
                         if not checked:  # shapes and labels, once (the only host sync before the first check)
+                            _check_outputs(out, labels)
                             objective.check(out, batch)
                             checked = True
                         value = objective(out, batch, features)
@@ -115,6 +125,7 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
                     sched.step()
                     stats.add(value, out, batch.y, step)
                 stats.close(step)
+                _check_weights(params, epoch)
                 val_acc = evaluate(model, val_data) if val_data is not None else float("nan")
                 history.add(epoch, stats, val_acc, opt.param_groups[0]["lr"], time.perf_counter() - start)
                 if verbose:
@@ -124,8 +135,12 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
         print(f"Interrupted in epoch {epoch}, step {step}: the model keeps the weights trained so far; the history "
               f"holds the {len(history)} completed epoch(s).", flush=True)
     except FloatingPointError as err:
-        err.history = history
-        raise
+        good.restore()
+        hint = objective.diagnose(batch) if batch is not None else None
+        stopped = FloatingPointError(f"{err}. The model is back at its weights from the start of epoch {epoch}"
+                                     + (f". {hint}" if hint else ""))
+        stopped.history = history
+        raise stopped from None
     finally:
         model.eval()
     return history
@@ -174,6 +189,32 @@ def _nonempty(name: str, data) -> Dataset:
     if len(data) == 0:
         raise ValueError(f"{name}: the dataset is empty")
     return data
+
+
+def _label_ranges(data: OnDevice, val_data: OnDevice | None) -> dict[str, tuple[int, int]]:
+    """The smallest and largest label of the training (and validation) set: one host sync each."""
+    ranges = {}
+    for name, d in (("train", data), ("val", val_data)):
+        if d is not None:
+            y = d.labels
+            if y.is_floating_point() or y.dtype == torch.bool:
+                raise ValueError(f"{name}: expected integer class labels, got {y.dtype}")
+            ranges[name] = (int(y.min()), int(y.max()))
+    if val_data is not None and data.tensors is not None and val_data.tensors is not None and \
+            data.tensors[0].shape[1:] != val_data.tensors[0].shape[1:]:
+        raise ValueError(f"val: samples of shape {tuple(val_data.tensors[0].shape[1:])} do not match the training "
+                         f"samples' {tuple(data.tensors[0].shape[1:])}")
+    return ranges
+
+
+def _check_outputs(out: torch.Tensor, labels: dict[str, tuple[int, int]]) -> None:
+    if out.ndim < 2:
+        raise ValueError(f"model: returns outputs of shape {tuple(out.shape)}; expected (batch, classes) logits")
+    classes = out.shape[-1]
+    for name, (low, high) in labels.items():
+        if low < 0 or high >= classes:
+            raise ValueError(f"{name}: labels must lie in [0, {classes - 1}] (the model has {classes} outputs), "
+                             f"got labels from {low} to {high}")
 
 
 def _optimizer(cfg: TrainConfig, params, steps: int):
@@ -234,6 +275,27 @@ class _EpochStats:
             self.loss_sum += losses.sum()
             self.steps += len(self.window)
             self.window = []
+
+
+class _Snapshot:
+    """A copy of the model's (and the objective's) weights, taken at the start of each epoch."""
+
+    def __init__(self, *modules: nn.Module):
+        self.modules, self.states = modules, None
+
+    def take(self) -> None:
+        self.states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in self.modules]
+
+    def restore(self) -> None:
+        if self.states is not None:
+            for module, state in zip(self.modules, self.states, strict=True):
+                module.load_state_dict(state)
+
+
+def _check_weights(params: list[torch.Tensor], epoch: int) -> None:
+    """Weights can turn NaN or infinite while every loss so far was finite (e.g. a huge learning rate)."""
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        raise FloatingPointError(f"weights became NaN or infinite in epoch {epoch}; lower the learning rate")
 
 
 @dataclass

@@ -41,6 +41,10 @@ class Objective(nn.Module):
         """Called by ``fit`` on the first batch: raise ``ValueError`` if shapes or labels do not fit."""
         checks.targets(batch.y, out)
 
+    def diagnose(self, batch: Batch) -> str | None:
+        """Called by ``fit`` after a non-finite loss, with the last batch: a hint about the cause, if it finds one."""
+        return None
+
 
 class CrossEntropy(Objective):
     r"""Cross-entropy on the hard labels, :math:`-\frac{1}{B}\sum_b \log \mathrm{softmax}(z_b)_{y_b}`.
@@ -104,6 +108,13 @@ class Distillation(Objective):
     def check(self, out: torch.Tensor, batch: Batch) -> None:
         checks.targets(batch.y, out)
         checks.logits_pair(out, self.teacher_logits(batch))
+
+    def diagnose(self, batch: Batch) -> str | None:
+        logits = self.teacher_logits(batch)
+        if not bool(torch.isfinite(logits).all()):
+            return ("The teacher's logits on the last batch are NaN or infinite: the teacher or its inputs are the "
+                    "cause, not the learning rate")
+        return None
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return distillation_loss_unchecked(out, self.teacher_logits(batch), batch.y, self.temperature, self.alpha)
