@@ -266,3 +266,18 @@ def test_a_saved_checkpoint_always_loads(tmp_path):
     assert meta["acc"] == 0.9 and type(meta["acc"]) is float and meta["n"] == 3 and meta["classes"] == [0, 1, 2]
     assert meta["history"]["epoch"] == [1] and meta["where"] == str(tmp_path) and meta["flags"] == (True, None)
     assert meta["nested"] == {"a": [1.0]}
+
+
+def test_misaligned_teacher_logits_warn(small):
+    train, _ = small
+    torch.manual_seed(0)
+    teacher = kd.MLP(hidden=(16,))
+    kd.fit(teacher, train, epochs=2, device="cpu", verbose=False)
+    logits = kd.compute_logits(teacher, train)
+    with pytest.warns(UserWarning, match="agrees with the labels on only"):
+        kd.fit(mlp(), train, epochs=1, teacher_logits=logits.flip(0), device="cpu", verbose=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # aligned logits of a trained teacher: no warning
+        kd.fit(mlp(), train, epochs=1, teacher_logits=logits, device="cpu", verbose=False)

@@ -93,6 +93,7 @@ def test_distillation_keeps_teacher_frozen_in_eval_mode(small):
     assert all(p.grad is None for p in teacher.parameters())
 
 
+@pytest.mark.filterwarnings("ignore:teacher_logits.*agrees with the labels")  # a random teacher, on purpose
 def test_cached_logits_train_like_the_online_teacher(small):
     train, _ = small
     torch.manual_seed(1)
@@ -271,6 +272,7 @@ def count_transfers(monkeypatch, n):
     return calls
 
 
+@pytest.mark.filterwarnings("ignore:teacher_logits.*agrees with the labels")  # all-zero logits, on purpose
 def test_training_data_is_moved_to_the_device_once_per_fit(small, monkeypatch):
     train, val = small
     calls = count_transfers(monkeypatch, len(train))

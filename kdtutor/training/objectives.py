@@ -98,6 +98,7 @@ class Distillation(Objective):
             raise ValueError(f"teacher_logits: expected one row per training sample, shape ({len(train)}, classes), "
                              f"got {tuple(self.logits.shape)}")
         self.logits = self.logits.to(train.device)
+        _warn_if_misaligned(self.logits, train.labels)
 
     def teacher_logits(self, batch: Batch) -> torch.Tensor:
         if self.teacher is None:
@@ -122,6 +123,18 @@ class Distillation(Objective):
     def extra_repr(self) -> str:
         source = "online teacher" if self.teacher is not None else f"cached logits {tuple(self.logits.shape)}"
         return f"{source}, temperature={self.temperature}, alpha={self.alpha}"
+
+
+def _warn_if_misaligned(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Cached logits that agree with the labels only at chance level were probably computed for other samples."""
+    classes = logits.shape[1]
+    if len(labels) < 100 or classes < 2:
+        return
+    agreement = (logits.argmax(1) == labels.to(logits.device)).double().mean().item()
+    if agreement < 1.5 / classes:
+        warnings.warn(f"teacher_logits: their top class agrees with the labels on only {agreement:.1%} of the training "
+                      f"samples (chance: {1 / classes:.1%}); were they computed for these samples, in this order?",
+                      UserWarning, stacklevel=4)
 
 
 def _as_logits(logits) -> torch.Tensor:
