@@ -1,4 +1,4 @@
-"""Predictions: a model's logits over a dataset, its accuracy, and teacher logits cached on disk.
+"""Predictions: a model's logits over a dataset, its accuracy, its fidelity to a teacher, and cached teacher logits.
 
 Everything here runs the model in eval mode under ``torch.no_grad()`` and restores the mode it found. The data is
 moved to the device once per call (:class:`kdtutor.data.OnDevice`); pass an ``OnDevice`` to reuse a copy already
@@ -26,7 +26,7 @@ from kdtutor.checkpoint import CheckpointError, read_verified, write_verified
 from kdtutor.data import CACHE_DIR, OnDevice
 from kdtutor.progress import bar
 
-__all__ = ["accuracy", "cache_dir", "cached_logits", "compute_logits", "evaluate", "fingerprint"]
+__all__ = ["accuracy", "cache_dir", "cached_logits", "compute_logits", "evaluate", "fidelity", "fingerprint"]
 
 
 def _device_of(model: nn.Module, device) -> torch.device:
@@ -82,6 +82,22 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
         raise ValueError(f"labels: expected shape {tuple(logits.shape[:-1])} to match logits {tuple(logits.shape)}, "
                          f"got {tuple(labels.shape)}")
     return (logits.argmax(-1) == labels.to(logits.device)).double().mean().item()
+
+
+def fidelity(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> dict[str, float]:
+    r"""How closely a student follows its teacher (Stanton et al. 2021), beside accuracy.
+
+    ``agreement``: the fraction of samples where both predict the same class (top-1 agreement); ``kl``: the mean
+    :math:`\mathrm{KL}(\mathrm{softmax}(v) \,\|\, \mathrm{softmax}(z))` in nats, at temperature 1.
+    """
+    student_logits, teacher_logits = torch.as_tensor(student_logits), torch.as_tensor(teacher_logits)
+    if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"teacher_logits: expected the student's shape {tuple(student_logits.shape)} (samples x "
+                         f"classes), got {tuple(teacher_logits.shape)}")
+    z, v = student_logits.double(), teacher_logits.double()
+    log_q, log_p = torch.log_softmax(z, 1), torch.log_softmax(v, 1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(1).mean().item()
+    return {"agreement": (z.argmax(1) == v.argmax(1)).double().mean().item(), "kl": kl}
 
 
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 1024, device=None) -> float:

@@ -1,9 +1,12 @@
 """Losses: pure functions of tensors (logits in, a scalar out), each with its formula and paper in the docstring.
 
 :mod:`~kdtutor.losses.logits` holds the Hinton et al. losses on logits (soft targets, KD, the mixed distillation
-loss). Training objectives that hold a teacher or cached outputs wrap these in :mod:`kdtutor.training.objectives`.
+loss); :mod:`~kdtutor.losses.controls` the controls that test what soft targets carry (permuted soft targets,
+entropy-matched label smoothing, logit matching). Training objectives that hold a teacher or cached outputs wrap
+these in :mod:`kdtutor.training.objectives`.
 """
 
+from kdtutor.losses.controls import logit_matching_loss, permuted_soft_targets, smoothing_for_entropy
 from kdtutor.losses.logits import (
     distillation_loss,
     distillation_loss_unchecked,
@@ -12,4 +15,7 @@ from kdtutor.losses.logits import (
     soft_targets,
 )
 
-__all__ = ["distillation_loss", "distillation_loss_unchecked", "kd_loss", "kd_loss_unchecked", "soft_targets"]
+__all__ = [
+    "distillation_loss", "distillation_loss_unchecked", "kd_loss", "kd_loss_unchecked", "logit_matching_loss",
+    "permuted_soft_targets", "smoothing_for_entropy", "soft_targets",
+]

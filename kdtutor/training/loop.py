@@ -80,9 +80,9 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     device = torch.device(device) if device is not None else default_device()
     data = OnDevice(_nonempty("train", train), device)
     val_data = OnDevice(_nonempty("val", val), device) if val is not None else None
-    labels = _label_ranges(data, val_data)  # every label, checked once against the model's outputs
     model.to(device)
     objective.to(device).setup(data, cfg.augment)
+    labels = _label_ranges(data, val_data, objective.labelled)  # every label, checked once against the outputs
     params = [p for p in (*model.parameters(), *objective.parameters()) if p.requires_grad]
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"model: has no trainable parameters ({type(model).__name__}); nothing for fit to train")
@@ -191,15 +191,18 @@ def _nonempty(name: str, data) -> Dataset:
     return data
 
 
-def _label_ranges(data: OnDevice, val_data: OnDevice | None) -> dict[str, tuple[int, int]]:
-    """The smallest and largest label of the training (and validation) set: one host sync each."""
+def _label_ranges(data: OnDevice, val_data: OnDevice | None, labelled) -> dict[str, tuple[int, int]]:
+    """The smallest and largest label of the training (its labelled rows) and validation set: one sync each."""
     ranges = {}
     for name, d in (("train", data), ("val", val_data)):
         if d is not None:
             y = d.labels
             if y.is_floating_point() or y.dtype == torch.bool:
                 raise ValueError(f"{name}: expected integer class labels, got {y.dtype}")
-            ranges[name] = (int(y.min()), int(y.max()))
+            if name == "train" and labelled is not None:
+                y = y[labelled.to(y.device)]
+            if len(y):
+                ranges[name] = (int(y.min()), int(y.max()))
     if val_data is not None and data.tensors is not None and val_data.tensors is not None and \
             data.tensors[0].shape[1:] != val_data.tensors[0].shape[1:]:
         raise ValueError(f"val: samples of shape {tuple(val_data.tensors[0].shape[1:])} do not match the training "

@@ -24,15 +24,16 @@ from torch import nn
 
 from kdtutor import checks
 from kdtutor.data import Batch, OnDevice
-from kdtutor.losses import distillation_loss_unchecked
+from kdtutor.losses import distillation_loss_unchecked, kd_loss_unchecked, logit_matching_loss
 
-__all__ = ["CrossEntropy", "Distillation", "Objective"]
+__all__ = ["CrossEntropy", "Distillation", "LogitMatching", "Objective"]
 
 
 class Objective(nn.Module):
     """Base class of training objectives; subclasses implement ``forward(out, batch, features) -> scalar``."""
 
     features: tuple[str, ...] = ()  # names of the student's submodules whose outputs fit records for forward
+    labelled: torch.Tensor | None = None  # mask of the training samples with real labels (None: all of them)
 
     def setup(self, train: OnDevice, augment) -> None:
         """Called once by ``fit`` before training, with the training data already on its device."""
@@ -73,9 +74,15 @@ class Distillation(Objective):
     looked up by the batch's sample indices (see :func:`~kdtutor.evaluation.cached_logits`). Cached logits belong to the
     un-augmented image, so they are refused together with augmentation. See
     :func:`kdtutor.losses.distillation_loss` for the math.
+
+    ``labelled`` (optional) is a boolean mask over the training samples: the rows marked ``False`` are *unlabelled
+    transfer data* (Hinton et al. allow any transfer set) — they get only the soft term, and their label values are
+    ignored (e.g. ``-1``) and not checked; the hard-label term averages over the labelled rows of each batch. The
+    labels of the rows marked ``True`` are checked as strictly as ever.
     """
 
-    def __init__(self, teacher: nn.Module | None = None, logits=None, temperature: float = 4.0, alpha: float = 0.9):
+    def __init__(self, teacher: nn.Module | None = None, logits=None, temperature: float = 4.0, alpha: float = 0.9,
+                 labelled=None):
         super().__init__()
         if (teacher is None) == (logits is None):
             raise ValueError("teacher_logits: pass either a teacher or its cached logits, exactly one of them")
@@ -86,8 +93,14 @@ class Distillation(Objective):
         self.alpha = checks.alpha(alpha)
         object.__setattr__(self, "teacher", teacher)  # outside the module tree: frozen, never trained or saved
         self.logits = None if logits is None else _as_logits(logits)
+        self.labelled = None if labelled is None else _as_mask(labelled)
 
     def setup(self, train: OnDevice, augment) -> None:
+        if self.labelled is not None:
+            if self.labelled.shape != (len(train),):
+                raise ValueError(f"labelled: expected one entry per training sample ({len(train)}), got shape "
+                                 f"{tuple(self.labelled.shape)}")
+            self.labelled = self.labelled.to(train.device)
         if self.teacher is not None:
             self.teacher.to(train.device).eval()
             return
@@ -98,7 +111,8 @@ class Distillation(Objective):
             raise ValueError(f"teacher_logits: expected one row per training sample, shape ({len(train)}, classes), "
                              f"got {tuple(self.logits.shape)}")
         self.logits = self.logits.to(train.device)
-        _warn_if_misaligned(self.logits, train.labels)
+        rows = self.labelled if self.labelled is not None else slice(None)
+        _warn_if_misaligned(self.logits[rows], train.labels.to(train.device)[rows])
 
     def teacher_logits(self, batch: Batch) -> torch.Tensor:
         if self.teacher is None:
@@ -107,7 +121,8 @@ class Distillation(Objective):
             return self.teacher(batch.x)
 
     def check(self, out: torch.Tensor, batch: Batch) -> None:
-        checks.targets(batch.y, out)
+        rows = self.labelled[batch.idx] if self.labelled is not None else slice(None)
+        checks.targets(batch.y[rows], out[rows])
         checks.logits_pair(out, self.teacher_logits(batch))
 
     def diagnose(self, batch: Batch) -> str | None:
@@ -117,12 +132,55 @@ class Distillation(Objective):
                     "cause, not the learning rate")
         return None
 
+    def soft(self, out: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        r"""The soft-target term: :math:`T^2\,\mathrm{KL}` at the temperature (subclasses change it)."""
+        return kd_loss_unchecked(out, teacher_logits, self.temperature)
+
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
-        return distillation_loss_unchecked(out, self.teacher_logits(batch), batch.y, self.temperature, self.alpha)
+        teacher_logits = self.teacher_logits(batch)
+        if self.labelled is None and type(self).soft is Distillation.soft:
+            return distillation_loss_unchecked(out, teacher_logits, batch.y, self.temperature, self.alpha)
+        soft = self.soft(out, teacher_logits) if self.alpha > 0 else out.new_zeros(())
+        if self.alpha == 1:
+            return soft
+        if self.labelled is None:
+            hard = F.cross_entropy(out.float(), batch.y.long())
+        else:  # the mean cross-entropy over the labelled rows of the batch (0 if it has none), without a host sync
+            rows = self.labelled[batch.idx]
+            per_row = F.cross_entropy(out.float(), torch.where(rows, batch.y, 0).long(), reduction="none")
+            hard = (per_row * rows).sum() / rows.sum().clamp_min(1)
+        return self.alpha * soft + (1 - self.alpha) * hard
 
     def extra_repr(self) -> str:
         source = "online teacher" if self.teacher is not None else f"cached logits {tuple(self.logits.shape)}"
-        return f"{source}, temperature={self.temperature}, alpha={self.alpha}"
+        unlabelled = "" if self.labelled is None else f", {int((~self.labelled).sum())} unlabelled rows"
+        return f"{source}, temperature={self.temperature}, alpha={self.alpha}{unlabelled}"
+
+
+class LogitMatching(Distillation):
+    r"""Regress the student's logits onto the teacher's (Ba & Caruana 2014), mixed with the hard labels:
+    :math:`\alpha\,\frac{1}{2BC}\sum(\bar z - \bar v)^2 + (1-\alpha)\,\mathrm{CE}(z, y)` on centred logits.
+
+    The high-temperature limit of :class:`Distillation` (see :func:`kdtutor.losses.logit_matching_loss`); the
+    teacher, cached ``logits`` and ``labelled`` work as there. There is no temperature.
+    """
+
+    def __init__(self, teacher: nn.Module | None = None, logits=None, alpha: float = 1.0, labelled=None):
+        super().__init__(teacher, logits, temperature=1.0, alpha=alpha, labelled=labelled)
+
+    def soft(self, out: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        return logit_matching_loss(out, teacher_logits)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr().replace("temperature=1.0, ", "")
+
+
+def _as_mask(mask) -> torch.Tensor:
+    mask = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask)
+    if mask.dtype != torch.bool or mask.ndim != 1:
+        raise ValueError(f"labelled: expected a 1-D boolean mask over the training samples, got {mask.dtype} of shape "
+                         f"{tuple(mask.shape)}")
+    return mask
 
 
 def _warn_if_misaligned(logits: torch.Tensor, labels: torch.Tensor) -> None:
