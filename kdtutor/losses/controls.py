@@ -1,13 +1,13 @@
 r"""Controls for the question "is it really dark knowledge?": soft targets with their structure destroyed, label
 smoothing of the same entropy, and regressing logits directly.
 
-* :func:`permuted_soft_targets` keeps the teacher's probability of the true class and shuffles the probabilities of
-  the other classes among them, per sample (Furlanello et al. 2018, "Born-again neural networks"): the confidence
-  survives, the similarity structure between classes does not.
-* :func:`smoothing_for_entropy` finds the label-smoothing :math:`\epsilon` whose targets carry a given entropy
-  (Müller, Kornblith & Hinton 2019; Yuan et al. 2020): uniform "dark knowledge" of the same softness.
-* :func:`logit_matching_loss` regresses the student's logits onto the teacher's (Ba & Caruana 2014) — the limit
-  Hinton's loss reaches at high temperature (:mod:`kdtutor.losses.logits`).
+* :func:`~kdtutor.losses.permuted_soft_targets` keeps the teacher's probability of the true class and shuffles
+  the probabilities of the other classes among them, per sample (Furlanello et al. 2018, "Born-again neural
+  networks"): the confidence survives, the similarity structure between classes does not.
+* :func:`~kdtutor.losses.smoothing_for_entropy` finds the label-smoothing :math:`\epsilon` whose targets carry a
+  given entropy (Müller, Kornblith & Hinton 2019; Yuan et al. 2020): uniform "dark knowledge" of the same softness.
+* :func:`~kdtutor.losses.logit_matching_loss` regresses the student's logits onto the teacher's (Ba & Caruana
+  2014) — the limit Hinton's loss reaches at high temperature (:mod:`kdtutor.losses.logits`).
 
 All are pure functions of tensors.
 """
