@@ -2,6 +2,8 @@
 VENV=${KDTUTOR_VENV:-.venv}
 PY="$VENV/bin/python"
 export PYTHONDONTWRITEBYTECODE=1
+# The book's notebooks run quietly (kdtutor's book mode): no glue echo, no progress bars.
+export KDTUTOR_BOOK=1
 
 # stage NAME COMMAND...: run COMMAND, then print how long it took; stop everything if it fails.
 stage() {
@@ -59,4 +61,50 @@ build_book() {
 # nbval: re-execute every notebook and compare with its stored outputs (strict mode).
 run_nbval() {
     "$PY" -m pytest --nbval book --nbval-sanitize-with tests/nbval-sanitize.cfg -p no:cacheprovider -q
+}
+
+# apt_install PACKAGE WHY: install a Debian package where this machine allows it (apt-get as root, or password-less
+# sudo), saying what it installs and why; runs apt-get update only if the first try fails. Returns 1 where it cannot.
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    if ! command -v apt-get >/dev/null || { [ -n "$sudo" ] && ! sudo -n true 2>/dev/null; }; then
+        return 1
+    fi
+    echo "$2: installing Debian's $1 (apt-get install -y $1)"
+    $sudo apt-get install -y -q "$1" >/dev/null 2>&1 ||
+        { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q "$1" >/dev/null; }
+}
+
+# book_assets: MathJax and the widget manager for a book that reads offline, fetched once from npm into
+# _build/.assets (scripts/book_assets.py; installs Debian's npm first where npm is missing and apt-get is allowed).
+# Never fails: without them the book builds with the CDN links, and the script says so in one line.
+book_assets() {
+    if ! "$PY" scripts/book_assets.py --check && ! command -v npm >/dev/null; then
+        apt_install npm "npm is missing and the book's math scripts come from npm" || true
+    fi
+    "$PY" scripts/book_assets.py
+}
+
+# ensure_chromium: Debian's Chromium for the browser test; installed once if missing (~480 MB; 21 s here).
+CHROMIUM=${KDTUTOR_CHROMIUM:-/usr/bin/chromium}
+ensure_chromium() {
+    if [ -x "$CHROMIUM" ]; then
+        return 0
+    fi
+    if ! apt_install chromium "the browser test needs Chromium" || [ ! -x "$CHROMIUM" ]; then
+        echo "Chromium is missing at $CHROMIUM and could not be installed (apt-get install chromium)"
+        return 1
+    fi
+}
+
+# browser_test: every page of the built book in headless Chromium with the network blocked (tests/browser; run
+# build_book first). Playwright drives Debian's Chromium: no `playwright install`, which would download a browser.
+browser_test() {
+    ensure_chromium || return 1
+    if ! "$PY" -c "import playwright" 2>/dev/null; then  # the test extra brings it; older environments may not have it
+        echo "installing Playwright for Python (pip install playwright) for the browser test"
+        "$PY" -m pip install -q --disable-pip-version-check "playwright>=1.45" || return 1
+    fi
+    KDTUTOR_BROWSER_TEST=1 KDTUTOR_CHROMIUM="$CHROMIUM" "$PY" -m pytest -q -p no:cacheprovider tests/browser
 }

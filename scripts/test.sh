@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command 2, the test command: sets up what the tests need, then runs them, printing each stage's time:
-# unit tests, nbval over every notebook, and the book build with warnings as errors.
+# unit tests, nbval over every notebook, the book build with warnings as errors, and every page of the built book
+# in headless Chromium with the network blocked (Chromium is installed from Debian the first time).
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -k losses  # only unit tests, extra arguments go to pytest (nbval and build skipped)
 # Environment: KDTUTOR_VENV (default .venv) is the virtual environment it creates and reuses.
@@ -14,6 +15,8 @@ stage "Fashion-MNIST" ensure_fashion_mnist
 stage "unit tests" "$PY" -m pytest -q "$@"
 if [ $# -eq 0 ]; then
     stage "nbval (every notebook, strict)" run_nbval
+    stage "book assets (math and widgets, offline)" book_assets
     stage "book build (-W -n)" build_book
+    stage "book in a browser (offline, every page)" browser_test
 fi
 echo "all stages passed in $((SECONDS - total)) s"
