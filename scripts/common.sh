@@ -98,13 +98,31 @@ ensure_chromium() {
     fi
 }
 
-# browser_test: every page of the built book in headless Chromium with the network blocked (tests/browser; run
-# build_book first). Playwright drives Debian's Chromium: no `playwright install`, which would download a browser.
-browser_test() {
+# browser_ready: Chromium and Playwright for Python, for the browser tests below.
+browser_ready() {
     ensure_chromium || return 1
     if ! "$PY" -c "import playwright" 2>/dev/null; then  # the test extra brings it; older environments may not have it
         echo "installing Playwright for Python (pip install playwright) for the browser test"
         "$PY" -m pip install -q --disable-pip-version-check "playwright>=1.45" || return 1
     fi
-    KDTUTOR_BROWSER_TEST=1 KDTUTOR_CHROMIUM="$CHROMIUM" "$PY" -m pytest -q -p no:cacheprovider tests/browser
+}
+
+# browser_test: every page of the built book in headless Chromium with the network blocked (tests/browser; run
+# build_book first). Playwright drives Debian's Chromium: no `playwright install`, which would download a browser.
+browser_test() {
+    browser_ready || return 1
+    KDTUTOR_BROWSER_TEST=1 KDTUTOR_CHROMIUM="$CHROMIUM" "$PY" -m pytest -q -p no:cacheprovider tests/browser \
+        --ignore=tests/browser/test_lab_in_browser.py
+}
+
+# lab_test: the chapters as `bash scripts/lab.sh` runs them: a JupyterLab server on 127.0.0.1 with a copy of the
+# soft-targets chapter, run in headless Chromium; its widget explorer must react (tests/browser/test_lab_in_browser.py).
+lab_test() {
+    browser_ready || return 1
+    if ! "$PY" -c "import jupyterlab" 2>/dev/null; then
+        echo "JupyterLab is missing from $VENV: install the lab extra (pip install -e '.[lab]')"
+        return 1
+    fi
+    KDTUTOR_BROWSER_TEST=1 KDTUTOR_CHROMIUM="$CHROMIUM" "$PY" -m pytest -q -p no:cacheprovider \
+        tests/browser/test_lab_in_browser.py
 }
