@@ -2,7 +2,7 @@
 
 Prints, in a few lines: the Python, torch and torchvision versions; the device training will use; whether
 Fashion-MNIST was found and where (or the exact fix); whether each shipped model's weights verify; which of the
-package's extras are installed (read from its metadata); and a ~5-second micro-benchmark that estimates how long
+package's extras are installed (read from its metadata); and a micro-benchmark of a few seconds that estimates how long
 the book's heaviest chapter takes here, from reference figures measured on the book's build machine. Missing
 extras are reported, not failures; missing data or a shipped model that fails verification are.
 """
@@ -40,7 +40,10 @@ def check(verbose: bool = True) -> bool:
     say(f"kdtutor {__version__}: Python {platform.python_version()}, torch {torch.__version__}, "
         f"torchvision {_installed('torchvision') or 'MISSING'}")
     say(f"device: {_describe_device()}")
-    folder, found = locate_fashion_mnist()
+    try:
+        folder, found = locate_fashion_mnist()
+    except ValueError as err:  # a corrupt or truncated file: named in the message
+        folder, found = None, [f"a corrupt file ({err})"]
     if folder is not None:
         say(f"Fashion-MNIST: ok, {len(found['train-labels-idx1-ubyte']):,} training and "
             f"{len(found['t10k-labels-idx1-ubyte']):,} test images in {folder}")
@@ -102,7 +105,8 @@ def extras() -> dict[str, bool]:
 
 
 def benchmark(repeats: int = 3) -> float:
-    """Seconds for a fixed slice of the book's CPU work (the fastest of ``repeats`` runs, ~0.6 s on 2 cores).
+    """Seconds for a fixed slice of the book's CPU work: the fastest of ``repeats`` runs (each ~0.75 s on the book's 2
+    cores; with warm-up, about 3 s in all).
 
     The work: 100 training steps of the MLP student (batch 256) and 50 of the small CNN student (batch 128), as
     the chapters' experiments do, on random data so that no file is needed.

@@ -103,6 +103,10 @@ CASES = {
     # evaluation
     "evaluate on empty data": (lambda: kd.evaluate(mlp(), TensorDataset(torch.zeros(0, 784), torch.zeros(0))),
                                ValueError, "data: the dataset is empty"),
+    "evaluate a model with 1-D output": (lambda: kd.evaluate(Flat(), DATA), ValueError,
+                                         "model: returns outputs of shape (64,)"),
+    "compute_logits of a parameterless 1-D model": (lambda: kd.compute_logits(nn.Flatten(0), DATA), ValueError,
+                                                    "model: returns outputs of shape"),
     "evaluate a DataLoader": (lambda: kd.evaluate(mlp(), DataLoader(DATA)), TypeError, "data: expected a map-style"),
     "ECE at temperature -1": (lambda: expected_calibration_error(LOGITS, Y, temperature=-1), ValueError,
                               "temperature: expected a positive finite number, got -1"),
@@ -203,6 +207,7 @@ def test_masks_select_samples():
         chosen = kd.subset(DATA, mask)
         assert len(chosen) == int((Y != 9).sum()) and bool((chosen.tensors[1] != 9).all())
     assert torch.equal(kd.subset(DATA, np.array([3, 1])).tensors[1], Y[[3, 1]])
+    assert len(kd.subset(DATA, [])) == 0
 
 
 def test_numpy_teacher_logits_and_other_integer_labels_are_accepted():

@@ -77,7 +77,7 @@ def on_device(n=40):
 def test_unlabelled_rows_get_only_the_soft_term():
     cached = torch.randn(40, 10, generator=G)
     mask = torch.arange(40) % 2 == 0  # even rows labelled
-    objective = kd.Distillation(logits=cached, temperature=2, alpha=0.6, labelled=mask)
+    objective = kd.Distillation(teacher_logits=cached, temperature=2, alpha=0.6, labelled=mask)
     objective.setup(on_device(), None)
     idx = torch.arange(8)
     y = torch.where(mask[idx], torch.randint(0, 10, (8,), generator=G), -1)  # -1: no label
@@ -100,21 +100,22 @@ def test_fit_with_unlabelled_transfer_data_checks_only_the_labelled_labels(small
     labelled = torch.arange(len(y)) < 200
     hidden = TensorDataset(x, torch.where(labelled, y, -1))
     student = kd.MLP(hidden=(16,))
-    loss = kd.Distillation(logits=logits, temperature=4, alpha=0.5, labelled=labelled)
+    loss = kd.Distillation(teacher_logits=logits, temperature=4, alpha=0.5, labelled=labelled)
     history = kd.fit(student, hidden, loss=loss, epochs=2, device="cpu", verbose=False)
     assert len(history) == 2
     with pytest.raises(ValueError, match=r"train: labels must lie in \[0, 9\].*got labels from -1"):
         kd.fit(kd.MLP(hidden=(16,)), hidden, teacher_logits=logits, epochs=1, device="cpu", verbose=False)
     with pytest.raises(ValueError, match=r"labelled: expected one entry per training sample \(2000\)"):
-        kd.fit(kd.MLP(hidden=(16,)), hidden, loss=kd.Distillation(logits=logits, labelled=labelled[:10]), epochs=1,
+        kd.fit(kd.MLP(hidden=(16,)), hidden, loss=kd.Distillation(teacher_logits=logits, labelled=labelled[:10]),
+               epochs=1,
                device="cpu")
     with pytest.raises(ValueError, match="labelled: expected a 1-D boolean mask"):
-        kd.Distillation(logits=logits, labelled=labelled.long())
+        kd.Distillation(teacher_logits=logits, labelled=labelled.long())
 
 
 def test_logit_matching_objective():
     cached = torch.randn(40, 10, generator=G)
-    objective = LogitMatching(logits=cached, alpha=0.7)
+    objective = LogitMatching(teacher_logits=cached, alpha=0.7)
     objective.setup(on_device(), None)
     idx, y = torch.arange(6), torch.randint(0, 10, (6,), generator=G)
     out = torch.randn(6, 10, generator=G)

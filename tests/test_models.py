@@ -181,6 +181,8 @@ def test_every_recipe_field_reaches_fit(monkeypatch):
         raise SystemExit("stop before training")
 
     monkeypatch.setattr(script.kd, "fit", fake_fit)
+    monkeypatch.setattr(script.torch, "use_deterministic_algorithms", lambda *a, **k: None)  # no global state leaks
+    monkeypatch.setattr(script.torch, "set_num_threads", lambda n: None)
     monkeypatch.setattr(script, "load_data", lambda name: (None, None, None))
     with pytest.raises(SystemExit, match="stop"):
         script.build("teacher_fmnist", script.RECIPES["teacher_fmnist"], ROOT / "unused")

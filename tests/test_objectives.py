@@ -31,7 +31,7 @@ def test_distillation_with_cached_logits_is_the_distillation_loss():
     out, batch = batch_of()
     cached = torch.randn(40, 10)
     batch = batch._replace(idx=torch.tensor([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3]))
-    objective = kd.Distillation(logits=cached, temperature=3, alpha=0.7)
+    objective = kd.Distillation(teacher_logits=cached, temperature=3, alpha=0.7)
     objective.setup(OnDevice(TensorDataset(torch.zeros(40, 784), torch.zeros(40, dtype=torch.long)), "cpu"), None)
     expected = kd.distillation_loss(out, cached[batch.idx], batch.y, temperature=3, alpha=0.7)
     assert torch.allclose(objective(out, batch, {}), expected)
@@ -50,14 +50,14 @@ def test_an_online_teacher_is_not_part_of_the_objective():
 
 def test_cached_logits_are_checked_and_converted_once():
     as_numpy = np.random.default_rng(0).normal(size=(5, 10)).astype(np.float64)
-    objective = kd.Distillation(logits=as_numpy)
+    objective = kd.Distillation(teacher_logits=as_numpy)
     assert objective.logits.dtype == torch.float32 and objective.logits.shape == (5, 10)
     with pytest.raises(ValueError, match="teacher_logits: contains NaN or infinite"):
-        kd.Distillation(logits=torch.tensor([[0.0, -float("inf")]]))
+        kd.Distillation(teacher_logits=torch.tensor([[0.0, -float("inf")]]))
     with pytest.raises(ValueError, match="teacher_logits: expected a floating-point tensor"):
-        kd.Distillation(logits=torch.ones(4, 10, dtype=torch.long))
+        kd.Distillation(teacher_logits=torch.ones(4, 10, dtype=torch.long))
     with pytest.warns(UserWarning, match="look like probabilities"):
-        kd.Distillation(logits=torch.softmax(torch.randn(6, 10), 1))
+        kd.Distillation(teacher_logits=torch.softmax(torch.randn(6, 10), 1))
 
 
 class Hint(kd.Objective):

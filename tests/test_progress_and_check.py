@@ -81,8 +81,9 @@ def fast(monkeypatch):
 def test_check_on_a_ready_machine(fast, capsys):
     assert kd.check() is True
     out = capsys.readouterr().out
-    for expected in (f"torch {torch.__version__}", "device: CPU", "Fashion-MNIST: ok", "teacher_fmnist: ok",
-                     "extras: ", "test installed", "about", "all good"):
+    device = {"cuda": "device: CUDA", "mps": "device: Apple MPS", "cpu": "device: CPU"}[kd.default_device().type]
+    for expected in (f"torch {torch.__version__}", device, "Fashion-MNIST: ok", "teacher_fmnist: ok",
+                     "extras: ", "book installed", "about", "all good"):
         assert expected in out, expected
     estimate = 2 * selfcheck.REFERENCE["chapter_s"] / 60
     assert f"would take about {estimate:.1f} min" in out
@@ -99,6 +100,20 @@ def test_check_without_the_data_names_the_fix(fast, monkeypatch, tmp_path, capsy
     from kdtutor.__main__ import main
 
     assert main(["check"]) == 1
+
+
+def test_check_with_a_corrupt_data_file_names_it(fast, monkeypatch, tmp_path, capsys):
+    import shutil
+
+    folder, _ = kdata.locate_fashion_mnist()
+    for name in kdata.FMNIST_FILES:
+        shutil.copy(next(folder.glob(f"{name}*")), tmp_path)
+    target = next(tmp_path.glob("t10k-labels*"))
+    target.write_bytes(target.read_bytes()[:-20])  # truncated
+    monkeypatch.setenv("KDTUTOR_DATA", str(tmp_path))
+    assert kd.check() is False
+    out = capsys.readouterr().out
+    assert "Fashion-MNIST: NOT FOUND" in out and "a corrupt file" in out and "t10k-labels" in out
 
 
 def test_check_with_tampered_weights_fails(fast, monkeypatch, tmp_path, capsys):

@@ -57,7 +57,11 @@ def _outputs(model: nn.Module, data: OnDevice, batch_size: int, verbose: bool = 
                   leave=False, verbose=verbose and len(data) >= LARGE)
     try:
         for batch in batches:
-            yield model(batch.x), batch.y
+            out = model(batch.x)
+            if out.ndim < 2:
+                raise ValueError(f"model: returns outputs of shape {tuple(out.shape)}; expected (batch, classes) "
+                                 "logits")
+            yield out, batch.y
     finally:
         model.train(was_training)
 

@@ -242,7 +242,7 @@ def _amp_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
         return cfg.amp_dtype
     try:
         native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # torch < 2.3 has no including_emulation and counts only native support
+    except TypeError:  # older torch has no including_emulation (and counts only native support)
         native_bf16 = torch.cuda.is_bf16_supported()
     return torch.bfloat16 if native_bf16 else torch.float16
 

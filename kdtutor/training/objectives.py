@@ -70,7 +70,7 @@ class Distillation(Objective):
     r"""Hinton et al.'s (2015) loss :math:`\alpha\,T^2\,\mathrm{KL}(p^T \| q^T) + (1-\alpha)\,\mathrm{CE}(z, y)`.
 
     The teacher's logits come from ``teacher`` run online on every batch (in eval mode, under ``no_grad``, on the
-    same — possibly augmented — images as the student), or from ``logits``: one cached row per training sample,
+    same — possibly augmented — images as the student), or from ``teacher_logits``: one cached row per training sample,
     looked up by the batch's sample indices (see :func:`~kdtutor.evaluation.cached_logits`). Cached logits belong to the
     un-augmented image, so they are refused together with augmentation. See
     :func:`kdtutor.losses.distillation_loss` for the math.
@@ -81,10 +81,10 @@ class Distillation(Objective):
     labels of the rows marked ``True`` are checked as strictly as ever.
     """
 
-    def __init__(self, teacher: nn.Module | None = None, logits=None, temperature: float = 4.0, alpha: float = 0.9,
-                 labelled=None):
+    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
+                 alpha: float = 0.9, labelled=None):
         super().__init__()
-        if (teacher is None) == (logits is None):
+        if (teacher is None) == (teacher_logits is None):
             raise ValueError("teacher_logits: pass either a teacher or its cached logits, exactly one of them")
         if teacher is not None and not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher: expected an nn.Module (the teacher model), got {type(teacher).__name__}; "
@@ -92,7 +92,7 @@ class Distillation(Objective):
         self.temperature = checks.temperature(temperature)
         self.alpha = checks.alpha(alpha)
         object.__setattr__(self, "teacher", teacher)  # outside the module tree: frozen, never trained or saved
-        self.logits = None if logits is None else _as_logits(logits)
+        self.logits = None if teacher_logits is None else _as_logits(teacher_logits)
         self.labelled = None if labelled is None else _as_mask(labelled)
 
     def setup(self, train: OnDevice, augment) -> None:
@@ -162,11 +162,11 @@ class LogitMatching(Distillation):
     :math:`\alpha\,\frac{1}{2BC}\sum(\bar z - \bar v)^2 + (1-\alpha)\,\mathrm{CE}(z, y)` on centred logits.
 
     The high-temperature limit of :class:`Distillation` (see :func:`kdtutor.losses.logit_matching_loss`); the
-    teacher, cached ``logits`` and ``labelled`` work as there. There is no temperature.
+    teacher, cached ``teacher_logits`` and ``labelled`` work as there. There is no temperature.
     """
 
-    def __init__(self, teacher: nn.Module | None = None, logits=None, alpha: float = 1.0, labelled=None):
-        super().__init__(teacher, logits, temperature=1.0, alpha=alpha, labelled=labelled)
+    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, alpha: float = 1.0, labelled=None):
+        super().__init__(teacher, teacher_logits, temperature=1.0, alpha=alpha, labelled=labelled)
 
     def soft(self, out: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         return logit_matching_loss(out, teacher_logits)

@@ -1,0 +1,128 @@
+"""Data that stays on the device: moved once, shuffled there, sliced per step (nothing crosses the bus per step).
+
+:class:`OnDevice` holds a dataset's tensors on the training device. A :class:`~torch.utils.data.TensorDataset` —
+what every loader of :mod:`kdtutor.data` returns — and a ``Subset`` of one are moved with one copy per tensor;
+:func:`~kdtutor.data.move` is the only place where that copy happens (the tests count its calls). Any other map-style
+dataset (e.g. a torchvision dataset with per-sample random transforms) is not copied: it is read through a
+``DataLoader`` every epoch, so its transforms stay random.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+__all__ = ["Batch", "OnDevice", "move"]
+
+
+class Batch(NamedTuple):
+    """One training step's inputs: images ``x``, labels ``y`` and the samples' indices ``idx`` in the dataset."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    idx: torch.Tensor
+
+
+def move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy ``tensor`` to ``device`` (a no-op if it is already there)."""
+    return tensor.to(device)
+
+
+def _tensors(data: Dataset) -> tuple[torch.Tensor, ...] | None:
+    """The tensors of a TensorDataset, or of a (nested) Subset of one, gathered on the host; else None."""
+    if isinstance(data, TensorDataset):
+        return data.tensors
+    if isinstance(data, Subset):
+        inner = _tensors(data.dataset)
+        if inner is not None:
+            idx = torch.as_tensor(data.indices, dtype=torch.int64)
+            return tuple(t[idx] for t in inner)
+    return None
+
+
+def _check_sample(data: Dataset) -> None:
+    """A map-style dataset read through a DataLoader must give (tensor or array, integer label) pairs."""
+    if len(data) == 0:
+        return
+    sample = data[0]
+    if not isinstance(sample, (tuple, list)) or len(sample) < 2:
+        raise TypeError(f"data: expected samples that are (input, label) pairs, got {type(sample).__name__}")
+    x, y = sample[0], sample[1]
+    if not (torch.is_tensor(x) or hasattr(x, "__array__") and not hasattr(x, "getpixel")):
+        raise TypeError(f"data: expected each input to be a tensor or array, got {type(x).__module__}."
+                        f"{type(x).__name__}; give the dataset a transform such as torchvision's ToTensor(), or use "
+                        "kdtutor's loaders, which return tensors")
+    if isinstance(y, float) or torch.is_tensor(y) and y.is_floating_point():
+        raise TypeError(f"data: expected integer class labels, got {y!r}")
+
+
+class OnDevice:
+    """A dataset of ``(x, y)`` pairs ready for a device: ``batches()`` yields :class:`Batch` objects there.
+
+    ``OnDevice(train, device)`` copies an in-memory dataset once; iterate with ``batches(batch_size, generator)``
+    (shuffled with a device-side permutation when a generator is given, in order otherwise). Passing an
+    ``OnDevice`` where a dataset is expected reuses it without another copy.
+    """
+
+    def __init__(self, data: Dataset, device: torch.device | str):
+        self.device = torch.device(device)
+        self.data = data
+        if isinstance(data, OnDevice):
+            self.data, self.tensors = data.data, data.tensors
+            if data.device != self.device:
+                self.tensors = tuple(move(t, self.device) for t in data.tensors)
+            return
+        tensors = _tensors(data)
+        if tensors is None:
+            _check_sample(data)
+        elif len(tensors) < 2 or any(len(t) != len(tensors[0]) for t in tensors[:2]):
+            raise ValueError(f"data: expected a TensorDataset of (inputs, labels) with one label per input, got "
+                             f"tensors of shapes {[tuple(t.shape) for t in tensors]}")
+        self.tensors = None if tensors is None else tuple(move(t, self.device) for t in tensors[:2])
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """All labels as a tensor (on the device for in-memory data, on the host otherwise)."""
+        if self.tensors is not None:
+            return self.tensors[1]
+        return torch.as_tensor([int(self.data[i][1]) for i in range(len(self.data))], dtype=torch.int64)
+
+    def generator(self, seed: int) -> torch.Generator:
+        """A seeded generator for :meth:`batches`: on the device for in-memory data, on the host otherwise."""
+        return torch.Generator(self.device if self.tensors is not None else "cpu").manual_seed(seed)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, drop_single: bool = False):
+        """Yield :class:`Batch` objects on the device, shuffled by ``generator`` (from :meth:`generator`).
+
+        ``drop_single`` skips a final batch of one sample when shuffling (BatchNorm cannot train on it).
+        """
+        n = len(self)
+        if self.tensors is None:
+            yield from self._loader_batches(batch_size, generator, drop_single)
+            return
+        x_all, y_all = self.tensors
+        if generator is not None:
+            order = torch.randperm(n, generator=generator, device=self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            if drop_single and len(idx) < 2 < n:
+                break
+            yield Batch(x_all[idx], y_all[idx], idx)
+
+    def _loader_batches(self, batch_size, generator, drop_single):
+        loader = DataLoader(range(len(self)), batch_size=batch_size, shuffle=generator is not None,
+                            generator=generator)
+        for idx in loader:
+            if drop_single and len(idx) < 2 < len(self):
+                break
+            samples = [self.data[int(i)] for i in idx]
+            x = torch.stack([torch.as_tensor(s[0]) for s in samples]).to(self.device)
+            y = torch.as_tensor([int(s[1]) for s in samples], dtype=torch.int64, device=self.device)
+            yield Batch(x, y, idx.to(self.device))
