@@ -10,7 +10,7 @@ import math
 
 import torch
 
-__all__ = ["alpha", "bad", "logits_pair", "positive_int", "probability", "targets", "temperature"]
+__all__ = ["alpha", "bad", "logits_pair", "number", "positive_int", "probability", "targets", "temperature"]
 
 
 def bad(name: str, expected: str, got) -> ValueError:
@@ -24,30 +24,25 @@ def positive_int(name: str, value) -> int:
     return value
 
 
+def number(value, name: str, expected: str, ok) -> float:
+    """``float(value)`` if ``ok`` of it holds; else ``ValueError`` saying ``expected`` (booleans are flags, refused)."""
+    try:
+        x = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        x = math.nan
+    if not ok(x):  # NaN fails every comparison, so it is refused too
+        raise bad(name, expected, value)
+    return x
+
+
 def temperature(value, name: str = "temperature") -> float:
     """A positive finite number (``True`` is refused: it is a flag, not a temperature)."""
-    if isinstance(value, bool):
-        raise bad(name, "a positive finite number", value)
-    try:
-        t = float(value)
-    except (TypeError, ValueError):
-        raise bad(name, "a positive finite number", value) from None
-    if not math.isfinite(t) or t <= 0:
-        raise bad(name, "a positive finite number", value)
-    return t
+    return number(value, name, "a positive finite number", lambda t: 0 < t < math.inf)
 
 
 def probability(value, name: str) -> float:
     """A number in [0, 1] (NaN refused)."""
-    if isinstance(value, bool):
-        raise bad(name, "a number in [0, 1]", value)
-    try:
-        p = float(value)
-    except (TypeError, ValueError):
-        raise bad(name, "a number in [0, 1]", value) from None
-    if not 0.0 <= p <= 1.0:
-        raise bad(name, "a number in [0, 1]", value)
-    return p
+    return number(value, name, "a number in [0, 1]", lambda p: 0.0 <= p <= 1.0)
 
 
 def alpha(value) -> float:
