@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-__all__ = ["Batch", "OnDevice", "move"]
+__all__ = ["Batch", "OnDevice", "move", "nonempty"]
 
 
 class Batch(NamedTuple):
@@ -56,6 +56,20 @@ def _check_sample(data: Dataset) -> None:
                         "kdtutor's loaders, which return tensors")
     if isinstance(y, float) or torch.is_tensor(y) and y.is_floating_point():
         raise TypeError(f"data: expected integer class labels, got {y!r}")
+
+
+def nonempty(name: str, data):
+    """``data`` if it is a non-empty map-style dataset (or an :class:`OnDevice`); else an error naming ``name``."""
+    if isinstance(data, OnDevice):
+        return data
+    if isinstance(data, DataLoader):
+        raise TypeError(f"{name}: expected a dataset (e.g. a TensorDataset), got a DataLoader; pass its dataset "
+                        f"({name}=loader.dataset) — kdtutor batches and shuffles itself")
+    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise TypeError(f"{name}: expected a map-style dataset such as a TensorDataset, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{name}: the dataset is empty")
+    return data
 
 
 class OnDevice:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from kdtutor.checkpoint import CheckpointError, read_verified, write_verified
-from kdtutor.data import CACHE_DIR, OnDevice
+from kdtutor.data import CACHE_DIR, OnDevice, nonempty
 from kdtutor.progress import bar
 
 __all__ = ["accuracy", "cache_dir", "cached_logits", "compute_logits", "evaluate", "fidelity", "fingerprint"]
@@ -34,15 +34,6 @@ def _device_of(model: nn.Module, device) -> torch.device:
         return torch.device(device)
     first = next(model.parameters(), None)
     return first.device if first is not None else torch.device("cpu")
-
-
-def _check_data(data) -> None:
-    if isinstance(data, OnDevice):
-        return
-    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
-        raise TypeError(f"data: expected a map-style dataset such as a TensorDataset, got {type(data).__name__}")
-    if len(data) == 0:
-        raise ValueError("data: the dataset is empty")
 
 
 LARGE = 20_000  # samples: compute_logits shows a progress bar from this size on
@@ -74,7 +65,7 @@ def compute_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devi
     :func:`~kdtutor.evaluation.cached_logits` to keep them on disk across notebooks. Shows a progress bar on large
     data (20,000 samples or more) unless ``verbose=False``.
     """
-    _check_data(data)
+    nonempty("data", data)
     data = OnDevice(data, _device_of(model, device))
     return torch.cat([logits.float().cpu() for logits, _ in _outputs(model, data, batch_size, verbose)])
 
@@ -106,7 +97,7 @@ def fidelity(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> dict
 
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 1024, device=None) -> float:
     """Top-1 accuracy of ``model`` on ``data``, a fraction in [0, 1]. The model's train/eval mode is restored."""
-    _check_data(data)
+    nonempty("data", data)
     data = OnDevice(data, _device_of(model, device))
     correct, total = 0, 0
     for logits, labels in _outputs(model, data, batch_size):
@@ -139,7 +130,7 @@ def cached_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devic
     The key is a SHA-256 of the model (class and ``state_dict``), one of the inputs (shape, dtype, bytes) and the
     device type; see the module docstring. Data that is not held in memory as tensors is computed, not cached.
     """
-    _check_data(data)
+    nonempty("data", data)
     dev = _device_of(model, device)
     inputs = OnDevice(data, "cpu").tensors
     if inputs is None:

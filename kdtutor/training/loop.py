@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from kdtutor.data import OnDevice
+from kdtutor.data import OnDevice, nonempty
 from kdtutor.evaluation import evaluate
 from kdtutor.models import record_activations
 from kdtutor.progress import bar
@@ -78,8 +78,8 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     device = torch.device(device) if device is not None else default_device()
-    data = OnDevice(_nonempty("train", train), device)
-    val_data = OnDevice(_nonempty("val", val), device) if val is not None else None
+    data = OnDevice(nonempty("train", train), device)
+    val_data = OnDevice(nonempty("val", val), device) if val is not None else None
     model.to(device)
     objective.to(device).setup(data, cfg.augment)
     labels = _label_ranges(data, val_data, objective.labelled)  # every label, checked once against the outputs
@@ -178,17 +178,6 @@ def _objective(loss, teacher, teacher_logits, temperature, alpha) -> Objective:
         raise ValueError("teacher_logits: pass either a teacher or its cached logits, not both")
     return Distillation(teacher, teacher_logits, 4.0 if temperature is None else temperature,
                         0.9 if alpha is None else alpha)
-
-
-def _nonempty(name: str, data) -> Dataset:
-    if isinstance(data, torch.utils.data.DataLoader):
-        raise TypeError(f"{name}: expected a dataset (e.g. a TensorDataset), got a DataLoader; pass its "
-                        f"dataset ({name}=loader.dataset) — fit batches and shuffles itself")
-    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
-        raise TypeError(f"{name}: expected a map-style dataset such as a TensorDataset, got {type(data).__name__}")
-    if len(data) == 0:
-        raise ValueError(f"{name}: the dataset is empty")
-    return data
 
 
 def _label_ranges(data: OnDevice, val_data: OnDevice | None, labelled) -> dict[str, tuple[int, int]]:
