@@ -57,7 +57,16 @@ from kdtutor.models import (
     teacher_record,
 )
 from kdtutor.selfcheck import check
-from kdtutor.training import CrossEntropy, Distillation, History, Objective, TrainConfig, default_device, fit
+from kdtutor.training import (
+    MLP_RECIPE,
+    CrossEntropy,
+    Distillation,
+    History,
+    Objective,
+    TrainConfig,
+    default_device,
+    fit,
+)
 from kdtutor.version import __version__
 
 __all__ = [
@@ -70,6 +79,6 @@ __all__ = [
     "distillation_loss", "kd_loss", "soft_targets",
     "CNN", "MLP", "count_params", "pretrained", "pretrained_teacher", "record_activations", "shipped_models",
     "student_cnn", "teacher_cnn", "teacher_record",
-    "CrossEntropy", "Distillation", "History", "Objective", "TrainConfig", "default_device", "fit",
+    "MLP_RECIPE", "CrossEntropy", "Distillation", "History", "Objective", "TrainConfig", "default_device", "fit",
     "check",
 ]

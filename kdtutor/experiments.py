@@ -1,14 +1,22 @@
-"""Repeated runs and honest summaries: every comparison in the book is over several seeds.
+r"""Repeated runs and honest summaries: every comparison in the book is over several seeds.
 
 A *run* is a function ``run(seed) -> dict`` of metrics. :func:`over_seeds` calls it for each seed and returns a
 tidy table — a list of rows, one per run, each a dict holding the configuration, the seed and the metrics — that
 :func:`summarize` reduces to mean and sample standard deviation, and :func:`paired_gain` compares two arms run with
-the *same* seeds: the gain is computed per seed, then averaged, and called **clear** only when its mean exceeds
-twice the standard deviation of the per-seed gains.
+the *same* seeds.
+
+**How the book compares two arms.** The gain is computed per seed (the same seed gives both arms the same initial
+weights, batch order and, where a chapter uses one, the same labelled subset), then averaged; its 95% confidence
+interval is :math:`\bar g \pm t_{0.975,\,n-1}\, s / \sqrt{n}` (Student's t over the :math:`n` per-seed gains
+with sample standard deviation :math:`s`). A difference is **clear** only when that interval excludes zero. At least
+3 seeds (5 where the budget allows). What the rule does not cover: many settings compared at once (a grid will throw
+up a "clear" difference by chance now and then — settings are chosen on validation, reported on test), one teacher,
+and one test set.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 
@@ -19,7 +27,10 @@ from kdtutor.notebook import pm
 from kdtutor.progress import bar
 from kdtutor.training import fit
 
-__all__ = ["best_class_shift", "mean_std", "over_seeds", "paired_gain", "pm", "run_arm", "shift_class", "summarize"]
+__all__ = [
+    "T_975", "best_class_shift", "compare", "describe_gain", "mean_std", "over_seeds", "paired_gain", "plot_gains",
+    "pm", "run_arm", "shift_class", "summarize", "t_quantile",
+]
 
 
 def over_seeds(run: Callable[[int], dict], seeds: Iterable[int], **config) -> list[dict]:
@@ -31,19 +42,35 @@ def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[i
             progress: bool = True, **fit_kwargs) -> list[dict]:
     """Train a fresh ``make_model()`` per seed with :func:`~kdtutor.training.fit` and evaluate it: one row per seed.
 
-    The seed fixes both the initial weights (``torch.manual_seed(seed)`` before ``make_model()``) and the training
-    order (``fit(seed=seed)``), so two arms run with the same seeds differ only in what they are told to do. Rows
-    hold ``arm``, ``seed``, ``<name>_acc`` for each dataset in ``evaluate_on``, ``train_acc`` (last epoch),
-    ``model`` and ``history`` (the trained module and its :class:`~kdtutor.training.History`). ``fit_kwargs`` go to
-    ``fit`` (``verbose`` defaults to ``False``). A progress bar counts the seeds unless ``progress=False``.
+    The seed fixes the initial weights (``torch.manual_seed(seed)`` before ``make_model()``), the training order
+    (``fit(seed=seed)``) and, when ``train`` is a function, the data: ``train(seed)`` returns the training set, or a
+    dict of ``fit`` arguments holding ``"train"`` and whatever belongs to that data (e.g. its ``teacher_logits``) —
+    how a chapter draws a fresh labelled subset per seed. Two arms run with the same seeds differ only in what they
+    are told to do. Rows hold ``arm``, ``seed``, ``<name>_acc`` for each dataset in ``evaluate_on``, ``train_acc``
+    (last epoch), ``model`` and ``history`` (the trained module and its :class:`~kdtutor.training.History`).
+    ``fit_kwargs`` go to ``fit`` (``verbose`` defaults to ``False``). A progress bar counts the seeds unless
+    ``progress=False``.
     """
     fit_kwargs.setdefault("verbose", False)
 
     def run(seed: int) -> dict:
+        data, extra = train, {}
+        if callable(train) and not isinstance(train, torch.utils.data.Dataset):
+            data = train(seed)
+            if isinstance(data, dict):
+                if "train" not in data:
+                    raise ValueError(f"train: train({seed}) returned a dict without the key 'train' (the training "
+                                     f"set); got keys {sorted(data)}")
+                extra = {k: v for k, v in data.items() if k != "train"}
+                data = data["train"]
+            clash = sorted(set(extra) & set(fit_kwargs))
+            if clash:
+                raise ValueError(f"train: train({seed}) and the arm's keyword arguments both set {clash}; set each "
+                                 "in one place")
         torch.manual_seed(seed)
         model = make_model()
-        history = fit(model, train, seed=seed, **fit_kwargs)
-        row = {f"{name}_acc": evaluate(model, data) for name, data in evaluate_on.items()}
+        history = fit(model, data, seed=seed, **extra, **fit_kwargs)
+        row = {f"{name}_acc": evaluate(model, ds) for name, ds in evaluate_on.items()}
         return {**row, "train_acc": history.train_acc[-1], "model": model, "history": history}
 
     return over_seeds(run, bar(list(seeds), desc=arm, verbose=progress), arm=arm)
@@ -69,22 +96,88 @@ def summarize(rows: list[dict], value: str, by: Sequence[str] = ()) -> list[dict
     return out
 
 
-def paired_gain(treatment: list[dict], control: list[dict], value: str) -> dict:
-    """Per-seed gain ``treatment - control`` of ``value``; both lists must hold the same seeds.
+# Student's t distribution, two-sided 95%: t_{0.975, df} for df = 1 ... 30, then a few larger df (from any table;
+# the tests recompute each entry by integrating the t density).
+T_975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.3646, 8: 2.3060, 9: 2.2622,
+         10: 2.2281, 11: 2.2010, 12: 2.1788, 13: 2.1604, 14: 2.1448, 15: 2.1314, 16: 2.1199, 17: 2.1098, 18: 2.1009,
+         19: 2.0930, 20: 2.0860, 21: 2.0796, 22: 2.0739, 23: 2.0687, 24: 2.0639, 25: 2.0595, 26: 2.0555, 27: 2.0518,
+         28: 2.0484, 29: 2.0452, 30: 2.0423, 40: 2.0211, 60: 2.0003, 120: 1.9799}
 
-    Returns the per-seed gains, their mean and std, ``clear`` (``mean > 2 * std`` with at least 3 seeds) and a
-    ``verdict``: ``"clear gain"``, ``"clear loss"`` (``mean < -2 * std``) or ``"no clear difference"``.
+
+def t_quantile(df: int) -> float:
+    """:math:`t_{0.975,\\,df}`, the two-sided 95% quantile; between tabulated df the smaller df's (wider) value."""
+    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
+        raise ValueError(f"df: expected a positive integer (degrees of freedom), got {df!r}")
+    return T_975[max(k for k in T_975 if k <= df)] if df <= 120 else 1.9600
+
+
+def paired_gain(treatment: list[dict], control: list[dict], value: str) -> dict:
+    """Per-seed gain ``treatment - control`` of ``value`` with its 95% confidence interval; same seeds in both.
+
+    Returns ``gains`` (per seed, in seed order), their ``mean``, ``std`` and ``n``, the interval ``ci = (low,
+    high)`` (``mean ± t_{0.975, n-1} * std / sqrt(n)``), ``clear`` (the interval lies above zero), ``loss`` (it lies
+    below zero) and a ``verdict``: ``"clear gain"``, ``"clear loss"`` or ``"no clear difference"``. Needs at least
+    3 seeds. See the module docstring for what the rule does and does not cover.
     """
     a = {row["seed"]: row[value] for row in treatment}
     b = {row["seed"]: row[value] for row in control}
     if set(a) != set(b):
         raise ValueError(f"control: seeds {sorted(b)} differ from the treatment's {sorted(a)}; pair runs by seed")
+    if len(a) < 3:
+        raise ValueError(f"treatment: expected runs with at least 3 seeds for a paired comparison, got {len(a)}")
     gains = [a[s] - b[s] for s in sorted(a)]
     mean, std = mean_std(gains)
-    enough = len(gains) >= 3
-    clear, loss = enough and mean > 2 * std, enough and mean < -2 * std
+    half = t_quantile(len(gains) - 1) * std / math.sqrt(len(gains))
+    low, high = mean - half, mean + half
+    clear, loss = low > 0, high < 0
     verdict = "clear gain" if clear else "clear loss" if loss else "no clear difference"
-    return {"gains": gains, "mean": mean, "std": std, "n": len(gains), "clear": clear, "verdict": verdict}
+    return {"gains": gains, "mean": mean, "std": std, "n": len(gains), "ci": (low, high), "clear": clear,
+            "loss": loss, "verdict": verdict}
+
+
+def describe_gain(gain: dict, scale: float = 100.0, unit: str = "points") -> str:
+    """``"+1.31 points (95% CI +1.08 to +1.54) -> clear gain"``: a :func:`paired_gain` result in one line."""
+    low, high = gain["ci"]
+    return (f"{scale * gain['mean']:+.2f} {unit} (95% CI {scale * low:+.2f} to {scale * high:+.2f}) "
+            f"-> {gain['verdict']}")
+
+
+def compare(treatment: list[dict], control: list[dict], value: str = "test_acc",
+            names: tuple[str, str] = ("distilled", "scratch")) -> dict:
+    """Print two arms' ``value`` (mean ± std and per seed, in %) and their :func:`paired_gain`; return the gain."""
+    gain = paired_gain(treatment, control, value)
+    for name, rows in zip(names[::-1], (control, treatment), strict=True):
+        per_seed = ", ".join(f"{100 * r[value]:.2f}" for r in rows)
+        print(f"{name:>10}: {value} {pm(*mean_std(rows, value))} %   per seed: {per_seed}")
+    print(f"{'gain':>10}: {describe_gain(gain)}")
+    return gain
+
+
+def plot_gains(gains: dict[str, dict], ax=None, scale: float = 100.0, unit: str = "accuracy points"):
+    """Per-seed gains as dots, one row per comparison, with the mean, its 95% interval and a line at zero.
+
+    ``gains`` maps a label to a :func:`paired_gain` result. Green: clear gain; red: clear loss; grey: no clear
+    difference. Returns the axis.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(gains)))
+    colours = {"clear gain": "tab:green", "clear loss": "tab:red", "no clear difference": "tab:gray"}
+    labels = list(gains)
+    for row, label in enumerate(labels):
+        g = gains[label]
+        colour = colours[g["verdict"]]
+        ax.plot([scale * x for x in g["gains"]], [row] * len(g["gains"]), "o", color=colour, alpha=0.45,
+                markersize=5)
+        low, high = (scale * x for x in g["ci"])
+        ax.plot([low, high], [row, row], color=colour, linewidth=2.5)
+        ax.plot([scale * g["mean"]], [row], "|", color="black", markersize=12)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"gain ({unit}): per seed (dots), mean (bar) and 95% interval (line)")
+    return ax
 
 
 def best_class_shift(logits, labels, cls: int, shifts) -> tuple[float, float]:

@@ -1,3 +1,4 @@
+import math
 import statistics
 
 import pytest
@@ -5,7 +6,19 @@ import torch
 from torch.utils.data import TensorDataset
 
 from kdtutor.data import stratified_indices, subset, without_classes
-from kdtutor.experiments import best_class_shift, mean_std, over_seeds, paired_gain, pm, summarize
+from kdtutor.experiments import (
+    T_975,
+    best_class_shift,
+    compare,
+    describe_gain,
+    mean_std,
+    over_seeds,
+    paired_gain,
+    plot_gains,
+    pm,
+    summarize,
+    t_quantile,
+)
 from kdtutor.metrics import expected_calibration_error, fit_temperature, reliability
 
 
@@ -69,23 +82,94 @@ def test_stratified_indices_and_without_classes():
     assert isinstance(ds, TensorDataset) and torch.equal(ds.tensors[1], labels[kept])
 
 
-def test_over_seeds_summarize_and_paired_gain():
+def test_over_seeds_and_summarize():
     rows = over_seeds(lambda s: {"acc": 0.8 + 0.01 * s}, [0, 1, 2], arm="scratch", T=None)
     assert rows[1] == {"arm": "scratch", "T": None, "seed": 1, "acc": 0.81}
-    kd = over_seeds(lambda s: {"acc": 0.82 + 0.011 * s}, [0, 1, 2], arm="kd")
     (summary,) = summarize(rows, "acc", by=["arm"])
     assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.81)
     assert summary["std"] == pytest.approx(statistics.stdev([0.8, 0.81, 0.82]))
-    gain = paired_gain(kd, rows, "acc")
-    assert gain["gains"] == pytest.approx([0.02, 0.021, 0.022]) and gain["clear"] and gain["verdict"] == "clear gain"
-    assert paired_gain(rows, kd, "acc")["verdict"] == "clear loss"
-    noisy = over_seeds(lambda s: {"acc": 0.81 + (0.02 if s == 0 else -0.01)}, [0, 1, 2])
-    assert not paired_gain(noisy, rows, "acc")["clear"]
-    assert paired_gain(noisy, rows, "acc")["verdict"] == "no clear difference"
-    with pytest.raises(ValueError, match="seeds"):
-        paired_gain(kd[:2], rows, "acc")
     assert pm(0.91234, 0.0015) == "91.23 ± 0.15"
     assert mean_std([2.0]) == (2.0, 0.0)
+
+
+def _t_cdf(x: float, df: int, steps: int = 20_000) -> float:
+    """P(T <= x) for Student's t with ``df`` degrees of freedom: Simpson's rule on the density from 0 to x."""
+    c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+    f = lambda t: c * (1 + t * t / df) ** (-(df + 1) / 2)  # noqa: E731
+    h = x / steps
+    total = f(0) + f(x) + sum((4 if i % 2 else 2) * f(i * h) for i in range(1, steps))
+    return 0.5 + total * h / 3
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 9, 30, 120])
+def test_t_table_entries_are_the_975_quantiles(df):
+    assert _t_cdf(T_975[df], df) == pytest.approx(0.975, abs=2e-5)
+
+
+def test_t_quantile_between_and_beyond_the_table():
+    assert t_quantile(4) == T_975[4] and t_quantile(35) == T_975[30]  # the wider neighbour
+    assert t_quantile(10_000) == pytest.approx(1.96)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="df"):
+            t_quantile(bad)
+
+
+def _rows(values):
+    return [{"seed": s, "acc": v} for s, v in enumerate(values)]
+
+
+def test_paired_gain_interval_matches_a_hand_computation():
+    control = _rows([0.80, 0.81, 0.79, 0.80, 0.82])
+    treatment = _rows([0.82, 0.82, 0.80, 0.83, 0.83])
+    gain = paired_gain(treatment, control, "acc")
+    gains = [0.02, 0.01, 0.01, 0.03, 0.01]  # by hand
+    mean = sum(gains) / 5
+    sd = math.sqrt(sum((g - mean) ** 2 for g in gains) / 4)
+    half = 2.7764 * sd / math.sqrt(5)  # t_{0.975, 4} from a printed table
+    assert gain["gains"] == pytest.approx(gains) and gain["n"] == 5
+    assert gain["mean"] == pytest.approx(0.016) and gain["std"] == pytest.approx(sd)
+    assert gain["ci"] == pytest.approx((mean - half, mean + half))
+    assert gain["ci"] == pytest.approx((0.0049, 0.0271), abs=1e-4)  # golden: 0.016 ± 0.0111
+    assert gain["clear"] and not gain["loss"] and gain["verdict"] == "clear gain"
+
+
+def test_paired_gain_verdicts_on_constructed_gains():
+    control = _rows([0.8] * 3)
+    assert paired_gain(_rows([0.78, 0.785, 0.781]), control, "acc")["verdict"] == "clear loss"
+    # mean 2.2 std: the old "mean > 2 std" rule called this clear; with 3 seeds its interval includes zero
+    gains = [0.011, 0.020, 0.029]  # mean 0.020, std 0.009
+    mean, sd = statistics.fmean(gains), statistics.stdev(gains)
+    assert mean > 2 * sd
+    old_clear = paired_gain(_rows([0.8 + g for g in gains]), control, "acc")
+    assert old_clear["ci"][0] < 0 < old_clear["ci"][1] and old_clear["verdict"] == "no clear difference"
+    # the same per-seed spread over more seeds narrows the interval until it excludes zero
+    more = [0.01, 0.03] * 4
+    assert paired_gain(_rows([0.8 + g for g in more]), _rows([0.8] * 8), "acc")["verdict"] == "clear gain"
+    # an interval touching zero is not clear
+    assert paired_gain(_rows([0.8, 0.8, 0.8]), control, "acc")["verdict"] == "no clear difference"
+
+
+def test_paired_gain_needs_paired_seeds_and_three_of_them():
+    rows = _rows([0.8, 0.81, 0.82])
+    with pytest.raises(ValueError, match="seeds"):
+        paired_gain(rows[:2], rows, "acc")
+    with pytest.raises(ValueError, match="at least 3 seeds"):
+        paired_gain(rows[:2], rows[:2], "acc")
+
+
+def test_describe_compare_and_plot_gains(capsys):
+    control = _rows([0.80, 0.81, 0.79])
+    treatment = _rows([0.82, 0.83, 0.80])
+    gain = compare(treatment, control, "acc")
+    out = capsys.readouterr().out
+    assert "scratch: acc 80.00 ± 1.00 %" in out and "per seed: 82.00, 83.00, 80.00" in out
+    assert describe_gain(gain) in out and describe_gain(gain).endswith("-> clear gain")
+    assert describe_gain(gain).startswith("+1.67 points (95% CI +0.23 to +3.10)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = plot_gains({"a": gain, "b": paired_gain(control, treatment, "acc")})
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
 
 
 def test_best_class_shift():
@@ -107,3 +191,26 @@ def test_run_arm_pairs_seeds_and_reports_accuracies(small):
     assert [r["val_acc"] for r in a] == [r["val_acc"] for r in b]  # same seed, same result
     assert a[0]["val_acc"] != a[1]["val_acc"] and 0 < a[0]["train_acc"] < 1
     assert kd.evaluate(a[0]["model"], val) == a[0]["val_acc"]
+
+
+def test_run_arm_draws_the_data_from_the_seed(small):
+    import kdtutor as kd
+    from kdtutor.experiments import run_arm
+
+    train, val = small
+    seen = []
+
+    def data(seed):
+        seen.append(seed)
+        idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:40]
+        return {"train": kd.subset(train, idx), "lr": 1e-2}
+
+    make = lambda: kd.MLP(hidden=(8,))  # noqa: E731
+    rows = run_arm("few", make, data, [3, 4], {"val": val}, epochs=1, device="cpu")
+    assert seen == [3, 4] and [r["seed"] for r in rows] == [3, 4]
+    assert run_arm("few", make, lambda s: data(s)["train"], [3], {}, epochs=1, lr=1e-2, device="cpu")[0][
+        "train_acc"] == rows[0]["train_acc"]  # a dataset or a dict with "train": the same run
+    with pytest.raises(ValueError, match="'train'"):
+        run_arm("few", make, lambda s: {"data": train}, [0], {}, epochs=1, device="cpu")
+    with pytest.raises(ValueError, match=r"both set \['lr'\]"):
+        run_arm("few", make, data, [0], {}, epochs=1, lr=1e-3, device="cpu")

@@ -1,14 +1,15 @@
 """Training: one loop (:func:`fit`) for every objective, its settings (:class:`TrainConfig`), and the objectives.
 
 :mod:`~kdtutor.training.loop` (``fit``, ``History``, ``default_device``), :mod:`~kdtutor.training.config`
-(``TrainConfig``), :mod:`~kdtutor.training.objectives` (``CrossEntropy``, ``Distillation``, ``LogitMatching``;
-the base class ``Objective`` for your own).
+(``TrainConfig``; ``MLP_RECIPE``, the book's one recipe for its MLP student), :mod:`~kdtutor.training.objectives`
+(``CrossEntropy``, ``Distillation``, ``LogitMatching``; the base class ``Objective`` for your own).
 """
 
-from kdtutor.training.config import TrainConfig
+from kdtutor.training.config import MLP_RECIPE, TrainConfig
 from kdtutor.training.loop import History, default_device, fit
 from kdtutor.training.objectives import CrossEntropy, Distillation, LogitMatching, Objective
 
 __all__ = [
-    "CrossEntropy", "Distillation", "History", "LogitMatching", "Objective", "TrainConfig", "default_device", "fit",
+    "MLP_RECIPE", "CrossEntropy", "Distillation", "History", "LogitMatching", "Objective", "TrainConfig",
+    "default_device", "fit",
 ]
