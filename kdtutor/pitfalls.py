@@ -1,4 +1,4 @@
-"""Wrong on purpose: the three distillation-loss bugs most often found in published code.
+"""Wrong on purpose: three distillation-loss bugs that are easy to make and look plausible.
 
 Each function below has the signature of :func:`kdtutor.losses.kd_loss` and looks plausible; each is wrong. The
 tests check that every one of them fails at least one of the properties the real loss has, and the chapter on the
@@ -31,7 +31,15 @@ def kd_loss_mean_reduction(student_logits: torch.Tensor, teacher_logits: torch.T
 
 
 def kd_loss_probabilities(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
-    """Passes probabilities where ``F.kl_div`` expects log-probabilities: not a divergence (it can go negative)."""
+    r"""Passes probabilities where ``F.kl_div`` expects log-probabilities: not a divergence.
+
+    Per image it computes :math:`T^2 \sum_i p_i (\log p_i - q_i) = T^2 \big(-H(p) - \sum_i p_i q_i\big)`, which is
+    always below zero (an entropy and a sum of products of probabilities are both non-negative) and is not zero when
+    the student agrees with the teacher. Minimising it maximises :math:`\sum_i p_i q_i`, which pushes the student
+    towards the teacher's most likely class (a one-hot target), not towards the teacher's distribution. At an
+    untrained student, whose :math:`q` is nearly uniform, its gradient is :math:`1/N` times the correct one, so it
+    can pass for the ``reduction="mean"`` bug; once the student has trained, it is not.
+    """
     t = temperature
     return F.kl_div(F.softmax(student_logits / t, -1), F.softmax(teacher_logits / t, -1),
                     reduction="batchmean") * t * t

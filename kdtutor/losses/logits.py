@@ -16,9 +16,9 @@ the hard-label term (mixed in with weight :math:`1 - \alpha`) stay roughly uncha
 not make the two gradients equal in size, nor constant in :math:`T`: the book measures both in "The soft-target
 gradient".
 
-The three bugs most often seen in the wild, each caught by the tests: forgetting :math:`T^2`; ``reduction="mean"``
-(divides by :math:`B \cdot C` instead of :math:`B`); passing probabilities instead of log-probabilities to
-``F.kl_div``.
+Three bugs that are easy to make, each caught by the tests (:mod:`kdtutor.pitfalls` keeps them): forgetting
+:math:`T^2`; ``reduction="mean"`` (divides by :math:`B \cdot C` instead of :math:`B`); passing probabilities instead
+of log-probabilities to ``F.kl_div`` (never positive, and it pulls the student towards the teacher's argmax).
 """
 
 from __future__ import annotations
@@ -75,10 +75,11 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
                       temperature: float, alpha: float) -> torch.Tensor:
     r""":math:`\alpha \, \mathcal{L}_{KD} + (1 - \alpha) \, \mathrm{CE}(z, y)`: soft targets mixed with hard labels.
 
-    ``alpha = 1`` is pure distillation, ``alpha = 0`` ordinary training on labels. Because
-    :math:`\mathcal{L}_{KD}` carries :math:`T^2`, changing the temperature changes the balance between the two terms
-    only roughly, not exactly: choose ``alpha`` and ``T`` together, on validation.
-    Hinton, Vinyals & Dean (2015), §2.
+    ``alpha = 1`` is pure distillation, ``alpha = 0`` ordinary training on labels. :math:`\mathcal{L}_{KD}` carries
+    :math:`T^2` so that, in Hinton, Vinyals & Dean's (2015, §2) words, the relative contributions of the hard and soft
+    targets "remain roughly unchanged" when the temperature changes. Roughly, not exactly: ``alpha`` does not weigh
+    the two terms the same at every temperature (the book measures the ratio of their gradients still moving a
+    few-fold between :math:`T = 1` and :math:`T = 50`), so choose ``alpha`` and ``T`` together, on validation.
     """
     t = checks.temperature(temperature)
     a = checks.alpha(alpha)
