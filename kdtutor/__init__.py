@@ -9,6 +9,7 @@ Its rooms, each a subpackage or module whose docstring says what lives there (im
 * :mod:`kdtutor.losses` — pure loss functions of tensors;
 * :mod:`kdtutor.evaluation` — predictions, cached teacher logits, calibration, cost;
 * :mod:`kdtutor.training` — ``fit``, its settings and its objectives;
+* :mod:`kdtutor.compression` — pruning, ONNX export and ONNX Runtime, int8 quantization (``kd.compression``);
 * :mod:`kdtutor.experiments` — repeated runs over seeds and paired comparisons;
 * :mod:`kdtutor.pitfalls` (wrong on purpose) and :mod:`kdtutor.notebook` (helpers for the book's notebooks);
 * :mod:`kdtutor.progress` (progress bars, off in the book) and :mod:`kdtutor.selfcheck` (``kd.check()``,
@@ -25,6 +26,7 @@ The most used names are re-exported here::
     kd.evaluate(student, test)
 """
 
+from kdtutor import compression
 from kdtutor.checkpoint import CheckpointError, load, save
 from kdtutor.data import (
     FASHION_CLASSES,
@@ -70,7 +72,7 @@ from kdtutor.training import (
 from kdtutor.version import __version__
 
 __all__ = [
-    "__version__",
+    "__version__", "compression",
     "CheckpointError", "load", "save",
     "FASHION_CLASSES", "FMNIST_MEAN", "FMNIST_STD", "DatasetNotFoundError", "RandomShiftFlip", "book_split",
     "denormalize", "load_cifar10", "load_fashion_mnist", "load_mnist", "split", "stratified_indices", "subset",

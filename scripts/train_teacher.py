@@ -12,9 +12,6 @@ weights come out bit-identical.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ from pathlib import Path
 import torch
 
 import kdtutor as kd
-from kdtutor.models.registry import WEIGHTS_DIR
+from kdtutor.models import registry
 
 
 @dataclass(frozen=True)
@@ -72,22 +69,9 @@ def build(name: str, recipe: Recipe, out: Path) -> None:
         raise SystemExit("interrupted: nothing written")
     test_acc, val_acc = kd.evaluate(model, test), kd.evaluate(model, val)
     weights = kd.save(model, out / f"{name}.pt", recipe=recipe.as_record(), test_acc=test_acc)
-    record = {
-        "name": name,
-        "file": weights.name,
-        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-        "parameters": kd.count_params(model),
-        "size_bytes": weights.stat().st_size,
-        "recipe": recipe.as_record(),
-        "val_acc": val_acc,
-        "test_acc": test_acc,
-        "train_seconds": round(seconds, 1),
-        "history": history.as_dict(),
-        "trained_on": {"torch": torch.__version__, "python": platform.python_version(),
-                       "machine": platform.machine(), "device": "cpu"},
-        "command": f"python scripts/train_teacher.py {name}",
-    }
-    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    record = registry.write_record(weights, f"python scripts/train_teacher.py {name}", model,
+                                   recipe=recipe.as_record(), val_acc=val_acc, test_acc=test_acc,
+                                   train_seconds=round(seconds, 1), history=history.as_dict())
     print(f"{name}: test accuracy {100 * test_acc:.2f}%, val accuracy {100 * val_acc:.2f}%, {seconds:.0f} s; "
           f"wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB, SHA-256 {record['sha256'][:12]}…)")
 
@@ -96,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", choices=[[], *RECIPES], metavar="NAME",
                         help=f"which models to rebuild (default: all of {', '.join(RECIPES)})")
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--out", type=Path, default=registry.WEIGHTS_DIR)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.names or RECIPES:

@@ -12,8 +12,8 @@ PAGE = (ROOT / "book" / "api.md").read_text()
 DOCUMENTED = re.findall(r"^\.\. auto(?:function|class|exception|data):: (kdtutor[\w.]*)\.(\w+)$", PAGE, re.M)
 MEMBERS = re.findall(r"^\.\. automodule:: (kdtutor[\w.]*)\n\s+:members: (.+)$", PAGE, re.M)
 ROOMS = ["kdtutor.data", "kdtutor.models", "kdtutor.losses", "kdtutor.training", "kdtutor.evaluation",
-         "kdtutor.checkpoint", "kdtutor.experiments", "kdtutor.pitfalls", "kdtutor.notebook", "kdtutor.checks",
-         "kdtutor.progress", "kdtutor.selfcheck"]
+         "kdtutor.compression", "kdtutor.checkpoint", "kdtutor.experiments", "kdtutor.pitfalls", "kdtutor.notebook",
+         "kdtutor.checks", "kdtutor.progress", "kdtutor.selfcheck"]
 
 
 def documented() -> set[tuple[str, str]]:

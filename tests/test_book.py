@@ -193,7 +193,8 @@ def _home_of_top_level_name(kd, name: str) -> str | None:
 
 
 def modules_used(nb) -> set[str]:
-    """Every kdtutor module a chapter's code uses: ``from kdtutor.X import``, ``kdtutor.X.name``, and ``kd.<name>``
+    """Every kdtutor module a chapter's code uses: ``from kdtutor.X import``, ``from kdtutor import X`` (a room),
+    ``kdtutor.X.name``, and ``kd.<name>``
     for a name in ``kdtutor.__all__`` (counted for the module that defines it)."""
     kd = importlib.import_module("kdtutor")
     for extra in ("kdtutor.notebook", "kdtutor.experiments", "kdtutor.pitfalls"):
@@ -202,6 +203,9 @@ def modules_used(nb) -> set[str]:
     used = set()
     for dotted in re.findall(r"\bfrom\s+(kdtutor(?:\.\w+)+)\s+import\b", code):
         used.add(dotted)
+    for name in re.findall(r"\bfrom\s+kdtutor\s+import\s+(\w+)", code):  # a room: from kdtutor import compression
+        if importlib.util.find_spec(f"kdtutor.{name}"):
+            used.add(f"kdtutor.{name}")
     for dotted in re.findall(r"(?<![\w.])(kdtutor(?:\.\w+)+)", code):
         module = _module_of(dotted)
         if module and module != "kdtutor":

@@ -146,8 +146,8 @@ def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
 
 # --- the shipped teacher -------------------------------------------------------------------------------------------
 
-def build_script():
-    spec = importlib.util.spec_from_file_location("train_teacher", ROOT / "scripts" / "train_teacher.py")
+def build_script(name: str = "train_teacher"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     script = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = script  # dataclasses look their module up while the class is built
     spec.loader.exec_module(script)
@@ -155,16 +155,18 @@ def build_script():
 
 
 def test_every_shipped_model_has_a_verified_record_and_a_recipe():
-    script = build_script()
-    assert registry.shipped_models() == sorted(script.RECIPES) == ["teacher_fmnist"]
+    scripts = {"train_teacher.py": build_script(), "build_compressed.py": build_script("build_compressed")}
+    recipes = {name: (file, script.RECIPES[name]) for file, script in scripts.items() for name in script.RECIPES}
+    assert registry.shipped_models() == sorted(recipes) == ["teacher_fmnist", "teacher_fmnist_pruned"]
     for name in registry.shipped_models():
         record = registry.record(name)
         path = registry.WEIGHTS_DIR / record["file"]
         assert registry.verify(name) == path
         assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
         assert path.stat().st_size == record["size_bytes"] <= 2 * 2**20
-        assert record["recipe"] == script.RECIPES[name].as_record()  # the record describes the script's recipe
-        assert record["command"] == f"python scripts/train_teacher.py {name}"
+        file, recipe = recipes[name]
+        assert record["recipe"] == recipe.as_record()  # the record describes the script's recipe
+        assert record["command"] == f"python scripts/{file} {name}"
         model = registry.pretrained(name)
         assert not model.training and kd.count_params(model) == record["parameters"]
     assert kd.teacher_record() == registry.record("teacher_fmnist")
@@ -215,3 +217,17 @@ def test_shipped_teacher_reaches_its_recorded_accuracy(fmnist):
     assert acc == pytest.approx(record["test_acc"], abs=0.001)  # 10 of 10,000 images: CPU-to-CPU float noise
     assert acc > 0.91
 
+
+
+def test_shipped_pipeline_model_is_a_pruned_teacher_that_reaches_its_record(fmnist):
+    """The compression pipeline's model: a narrower CNN, its accuracy as recorded, every seed's run beside it."""
+    record = registry.record("teacher_fmnist_pruned")
+    model = registry.pretrained("teacher_fmnist_pruned")
+    config = record["config"] | {"channels": tuple(record["config"]["channels"])}  # JSON stores a list
+    assert type(model) is kd.CNN and model.config == config
+    assert kd.count_params(model) < kd.count_params(kd.teacher_cnn()) / 5
+    assert kd.evaluate(model, fmnist[1]) == pytest.approx(record["test_acc"], abs=0.001)
+    runs = record["runs"]
+    assert [run["seed"] for run in runs] == list(record["recipe"]["seeds"]) and len(runs) >= 3
+    assert max(runs, key=lambda run: run["val_acc"])["seed"] == record["seed"]  # chosen on validation
+    assert record["mean_test_acc"] == pytest.approx(sum(run["test_acc"] for run in runs) / len(runs))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -25,16 +26,28 @@ def size_bytes(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
-def latency(model: nn.Module, example: torch.Tensor, repeats: int = 100, warmup: int = 10) -> float:
+def latency(model: Callable[[torch.Tensor], object], example: torch.Tensor, repeats: int = 100, warmup: int = 10,
+            threads: int | None = None) -> float:
     """Median seconds for ``model(example)`` over ``repeats`` timed runs, after ``warmup`` untimed ones.
 
-    The model is put in eval mode (and its mode restored after). On CUDA each run is synchronised before the clock
-    stops. Use a batch of one image for per-image latency.
+    ``model`` is any callable: a module (put in eval mode, its mode restored after), a function, or an
+    :class:`~kdtutor.compression.OnnxModel` (an ONNX Runtime session). ``threads`` sets PyTorch's intra-op thread
+    count for the timing (restored after); ``None`` keeps the current one. An ONNX Runtime session fixes its own
+    thread count when it is created (``OnnxModel(path, threads=1)``). On CUDA each run is synchronised before the
+    clock stops. Use a batch of one image for per-image latency.
     """
+    if not callable(model):
+        raise TypeError(f"model: expected a module or a callable, got {type(model).__name__}")
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats: expected >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    was_training = model.training
-    model.eval()
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
+    was_training = model.training if isinstance(model, nn.Module) else None
+    if was_training is not None:
+        model.eval()
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)
     try:
         for _ in range(warmup):
@@ -47,5 +60,7 @@ def latency(model: nn.Module, example: torch.Tensor, repeats: int = 100, warmup:
             sync()
             times.append(time.perf_counter() - start)
     finally:
-        model.train(was_training)
+        torch.set_num_threads(old_threads)
+        if was_training is not None:
+            model.train(was_training)
     return statistics.median(times)

@@ -15,9 +15,11 @@ from kdtutor.models.registry import (
     shipped_models,
     teacher_record,
     verify,
+    write_record,
 )
 
 __all__ = [
     "CNN", "MLP", "count_params", "record_activations", "student_cnn", "teacher_cnn",
     "ShippedModelError", "pretrained", "pretrained_teacher", "record", "shipped_models", "teacher_record", "verify",
+    "write_record",
 ]

@@ -1,16 +1,21 @@
 """The models that ship with kdtutor: weights in ``weights/``, each beside a JSON record, verified by SHA-256.
 
 A record says how the model was trained (the recipe), the SHA-256 and size of its weights file, and what it reached
-(validation and test accuracy). ``python scripts/train_teacher.py NAME`` rebuilds an entry from scratch; on the same
-CPU, torch version and thread count the weights come out bit-identical. Today's entries:
+(validation and test accuracy). The command in the record rebuilds an entry from scratch; on the same CPU, torch
+version and thread count the weights come out bit-identical. Today's entries:
 
-* ``teacher_fmnist`` — the book's Fashion-MNIST teacher (:func:`~kdtutor.models.teacher_cnn`).
+* ``teacher_fmnist`` — the book's Fashion-MNIST teacher (:func:`~kdtutor.models.teacher_cnn`), built by
+  ``python scripts/train_teacher.py``;
+* ``teacher_fmnist_pruned`` — the compression pipeline's model: that teacher with 60% of its channels and hidden
+  units pruned, distilled back from the teacher's soft targets (a :class:`~kdtutor.models.CNN` with narrower
+  widths), built by ``python scripts/build_compressed.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from pathlib import Path
 
 import torch
@@ -20,7 +25,7 @@ from kdtutor.checkpoint import load
 
 __all__ = [
     "TEACHER_NAME", "WEIGHTS_DIR", "ShippedModelError", "pretrained", "pretrained_teacher", "record",
-    "shipped_models", "teacher_record", "verify",
+    "shipped_models", "teacher_record", "verify", "write_record",
 ]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -48,13 +53,13 @@ def verify(name: str = TEACHER_NAME) -> Path:
     """The path of a shipped model's weights after checking their SHA-256 against the record."""
     rec = record(name)
     path = WEIGHTS_DIR / rec["file"]
+    rebuild = rec.get("command", f"python scripts/train_teacher.py {name}")
     if not path.is_file():
-        raise ShippedModelError(f"{path}: missing; reinstall kdtutor or rebuild it with "
-                                f"python scripts/train_teacher.py {name}")
+        raise ShippedModelError(f"{path}: missing; reinstall kdtutor or rebuild it with {rebuild}")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != rec["sha256"]:
         raise ShippedModelError(f"{path}: SHA-256 {digest} does not match the record's {rec['sha256']}; reinstall "
-                                f"kdtutor or rebuild it with python scripts/train_teacher.py {name}")
+                                f"kdtutor or rebuild it with {rebuild}")
     return path
 
 
@@ -62,6 +67,23 @@ def pretrained(name: str = TEACHER_NAME, device: str | torch.device | None = Non
     """A shipped model, weights verified by SHA-256, on ``device`` (CPU by default), in eval mode."""
     model, _ = load(verify(name), map_location="cpu")
     return model.to(device or "cpu").eval()
+
+
+def write_record(weights: Path, command: str, model: nn.Module, **fields) -> dict:
+    """Write the record ``NAME.json`` beside a shipped model's ``weights`` file (``NAME.pt``), and return it.
+
+    The record holds the name, file, SHA-256, size and parameter count, then ``fields`` (the recipe, accuracies,
+    history ...), the software it was built with, and the ``command`` that rebuilds it. The build scripts call it.
+    """
+    weights = Path(weights)
+    rec = {"name": weights.stem, "file": weights.name, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+           "parameters": sum(p.numel() for p in model.parameters()), "size_bytes": weights.stat().st_size,
+           **fields,
+           "trained_on": {"torch": torch.__version__, "python": platform.python_version(),
+                          "machine": platform.machine(), "device": "cpu"},
+           "command": command}
+    (weights.parent / f"{weights.stem}.json").write_text(json.dumps(rec, indent=1) + "\n")
+    return rec
 
 
 def teacher_record() -> dict:
