@@ -24,7 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "CheckpointError", "architecture", "load", "read_verified", "save", "write_verified"]
+__all__ = [
+    "ARCHITECTURES", "CheckpointError", "architecture", "describe_lineage", "lineage", "load", "provenance",
+    "read_verified", "save", "write_verified",
+]
 
 MAGIC = b"kdtutor-checkpoint 1 "
 
@@ -155,3 +158,58 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, map_location="
         model = ARCHITECTURES[payload["arch"]](**payload["config"])
     model.load_state_dict(payload["state_dict"])
     return model, payload["metadata"]
+
+
+# --- lineage: what a checkpoint descends from ----------------------------------------------------------------------
+# A model that was updated records where it came from in its metadata: ``updated_from=provenance(old_path)``, a dict
+# holding the parent checkpoint's path and SHA-256; likewise ``teacher=provenance(teacher_path)`` (or a shipped
+# model's record). lineage() follows ``updated_from`` back to the first checkpoint, checking each parent's hash.
+
+
+def provenance(path: str | os.PathLike) -> dict:
+    """``{"path": ..., "sha256": ...}`` of a file: what a child checkpoint records about its parent (or teacher)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"path: no file at {path}")
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def lineage(path: str | os.PathLike, max_depth: int = 100) -> list[dict]:
+    """The chain of checkpoints ``path`` descends from, newest first: ``[{"path", "sha256", "metadata"}, ...]``.
+
+    Each step follows the metadata key ``updated_from`` (a :func:`provenance` dict) to the parent and checks that
+    the parent file still has the recorded SHA-256: a parent that was overwritten since is a
+    :class:`CheckpointError`, not a silently wrong history. The chain ends at a checkpoint with no ``updated_from``.
+    """
+    chain, seen = [], set()
+    current = provenance(path)
+    while current is not None:
+        if current["path"] in seen or len(chain) >= max_depth:
+            raise CheckpointError(f"{current['path']}: the updated_from chain loops or is deeper than {max_depth}")
+        seen.add(current["path"])
+        metadata = read_verified(current["path"])["metadata"]
+        chain.append({**current, "metadata": metadata})
+        parent = metadata.get("updated_from")
+        if parent is not None:
+            if not isinstance(parent, dict) or not {"path", "sha256"} <= set(parent):
+                raise CheckpointError(f"{current['path']}: updated_from should be a provenance() dict, got {parent!r}")
+            actual = provenance(parent["path"]) if Path(parent["path"]).is_file() else None
+            if actual is None or actual["sha256"] != parent["sha256"]:
+                raise CheckpointError(f"{current['path']}: its parent {parent['path']} is missing or has changed since "
+                                      "(SHA-256 differs from the one recorded)")
+        current = parent
+    return chain
+
+
+def describe_lineage(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> str:
+    """A readable account of :func:`lineage`: one line per checkpoint, newest first, with the metadata ``keys``."""
+    lines = []
+    for depth, step in enumerate(lineage(path)):
+        meta = step["metadata"]
+        teacher = meta.get("teacher")
+        teacher = f", teacher {teacher.get('name', teacher.get('path'))} ({teacher['sha256'][:12]})" \
+            if isinstance(teacher, dict) and "sha256" in teacher else ""
+        shown = "".join(f", {k}={meta[k]}" for k in keys if k in meta)
+        arrow = "" if depth == 0 else "  " * (depth - 1) + "└ updated from "
+        lines.append(f"{arrow}{Path(step['path']).name} ({step['sha256'][:12]}){teacher}{shown}")
+    return "\n".join(lines)

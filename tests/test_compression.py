@@ -105,11 +105,11 @@ def test_prune_channels_shrinks_a_cnn_that_checkpoints_and_reloads(cnn, data, tm
     assert kd.count_params(cnn) == 8 * 9 + 16 + 8 * 16 * 9 + 32 + 16 * 4 * 32 + 32 + 32 * 4 + 4  # untouched
 
 
-def test_prune_channels_removes_the_smallest_l2_channels(cnn):
+def test_prune_channels_keeps_a_subset_of_the_original_filters_in_order(cnn):
     pruned = kc.prune_channels(cnn, 0.5)
     conv = cnn.features[0].weight.detach()
     # torch-pruning ranks a channel by its whole group (conv filter, BatchNorm affine, next conv's input slice);
-    # the oracle here checks the kept filters are a subset of the originals, in order
+    # which channels it keeps is its business (tested upstream): here, that the survivors are original filters
     kept = pruned.features[0].weight.detach()
     matches = [int(torch.nonzero((conv - k).flatten(1).abs().amax(1) == 0)[0]) for k in kept]
     assert matches == sorted(matches) and len(set(matches)) == len(matches) == 4
@@ -149,7 +149,9 @@ def test_onnx_export_matches_pytorch(cnn, data, tmp_path):
     assert report["max_abs_diff"] < 1e-4 and report["agreement"] == 1.0
     assert kd.evaluate(onnx_model, TensorDataset(x, y)) == kd.evaluate(cnn, TensorDataset(x, y))
     assert onnx_model.bytes == path.stat().st_size
-    assert cnn.training is False and latency(onnx_model, x[:1], repeats=3, warmup=1) > 0
+    assert latency(onnx_model, x[:1], repeats=3, warmup=1) > 0
+    with pytest.raises(ValueError, match="threads: an ONNX Runtime session"):
+        latency(onnx_model, x[:1], threads=2)
 
 
 def test_export_restores_the_training_mode(cnn, data, tmp_path):
@@ -267,11 +269,13 @@ def test_fake_quantized_model_predicts_like_onnx_runtime_int8(plain_cnn, data, t
     x, _ = data
     qat = kc.quantize_aware(plain_cnn).train()
     with torch.no_grad():
-        for i in range(0, 256, 64):
-            qat(x[i:i + 64])
+        qat(x[:256])  # one batch: the observed ranges are the calibration set's min and max, as ONNX Runtime's
     int8 = kc.quantize_static(kc.export_onnx(plain_cnn, tmp_path / "m.onnx", x[:2]), tmp_path / "q.onnx", x[:256])
     simulated, deployed = qat.eval()(x[256:]), kc.OnnxModel(int8)(x[256:])
     assert (simulated.argmax(1) == deployed.argmax(1)).float().mean() >= 0.95
+    # and the rounding is really simulated: not the float model's outputs (ONNX Runtime also rounds each layer's
+    # output, after fusing the ReLU, which this does not simulate, so the logits are not closer to ORT's than fp32's)
+    assert (simulated - plain_cnn(x[256:])).abs().max() > 1e-3
 
 
 def test_quantize_aware_refuses_batchnorm(cnn):
@@ -284,8 +288,8 @@ def test_quantize_aware_refuses_batchnorm(cnn):
 def test_latency_times_a_function_and_restores_threads():
     before = torch.get_num_threads()
     calls = []
-    t = latency(lambda x: calls.append(x), torch.zeros(1), repeats=4, warmup=2, threads=1)
-    assert len(calls) == 6 and t >= 0 and torch.get_num_threads() == before
+    t = latency(lambda x: calls.append(torch.get_num_threads()), torch.zeros(1), repeats=4, warmup=2, threads=1)
+    assert calls == [1] * 6 and t >= 0 and torch.get_num_threads() == before
     for threads in (0, 2.0, True):
         with pytest.raises(ValueError, match="threads"):
             latency(lambda x: x, torch.zeros(1), threads=threads)

@@ -157,7 +157,8 @@ def build_script(name: str = "train_teacher"):
 def test_every_shipped_model_has_a_verified_record_and_a_recipe():
     scripts = {"train_teacher.py": build_script(), "build_compressed.py": build_script("build_compressed")}
     recipes = {name: (file, script.RECIPES[name]) for file, script in scripts.items() for name in script.RECIPES}
-    assert registry.shipped_models() == sorted(recipes) == ["teacher_fmnist", "teacher_fmnist_pruned"]
+    shipped = ["teacher_fmnist", "teacher_fmnist_pruned"]
+    assert registry.shipped_models() == sorted(recipes) == shipped
     for name in registry.shipped_models():
         record = registry.record(name)
         path = registry.WEIGHTS_DIR / record["file"]
@@ -231,3 +232,4 @@ def test_shipped_pipeline_model_is_a_pruned_teacher_that_reaches_its_record(fmni
     assert [run["seed"] for run in runs] == list(record["recipe"]["seeds"]) and len(runs) >= 3
     assert max(runs, key=lambda run: run["val_acc"])["seed"] == record["seed"]  # chosen on validation
     assert record["mean_test_acc"] == pytest.approx(sum(run["test_acc"] for run in runs) / len(runs))
+

@@ -1,17 +1,19 @@
 """Deployment: export to ONNX, run with ONNX Runtime, check the export, and quantize it to int8 after training.
 
-* :func:`export_onnx` calls ``torch.onnx.export`` with the dynamo exporter (``torch.export`` traces the model into a
-  graph, onnxscript translates it to ONNX operators) and a dynamic batch dimension, into one ``.onnx`` file.
-* :class:`OnnxModel` wraps an ONNX Runtime ``InferenceSession`` as a module that takes and returns tensors, so
-  :func:`kdtutor.evaluate`, :func:`kdtutor.compute_logits` and :func:`kdtutor.evaluation.latency` work on it
-  unchanged. ONNX Runtime fixes its thread count when the session is made (``threads``).
-* :func:`check_export` compares the ONNX model with the PyTorch one over a dataset: the largest absolute difference
-  of logits and the agreement of the predicted classes.
-* :func:`quantize_static` is ONNX Runtime's post-training static quantization (Jacob et al. 2018): after its
-  pre-processing step (shape inference and graph optimisation, ``quant_pre_process``), it runs calibration images
-  through the model to record each activation's range, then stores weights as int8 — one scale per output channel
-  (``per_channel``) — and inserts QuantizeLinear/DequantizeLinear pairs (the QDQ format) around activations, which
-  the runtime fuses into int8 kernels: :math:`x \\approx s\\,(q - z)`, :math:`q \\in [-128, 127]`.
+* :func:`~kdtutor.compression.export_onnx` calls ``torch.onnx.export`` with the dynamo exporter (``torch.export`` traces
+  the model into a graph, onnxscript translates it to ONNX operators) and a dynamic batch dimension, into one ``.onnx``
+  file.
+* :class:`~kdtutor.compression.OnnxModel` wraps an ONNX Runtime ``InferenceSession`` as a module that takes and returns
+  tensors, so :func:`kdtutor.evaluation.evaluate`, :func:`kdtutor.evaluation.compute_logits` and
+  :func:`kdtutor.evaluation.latency` work on it unchanged. ONNX Runtime fixes its thread count when the session is made
+  (``threads``).
+* :func:`~kdtutor.compression.check_export` compares the ONNX model with the PyTorch one over a dataset: the largest
+  absolute difference of logits and the agreement of the predicted classes.
+* :func:`~kdtutor.compression.quantize_static` is ONNX Runtime's post-training static quantization (Jacob et al. 2018):
+  after its pre-processing step (shape inference and graph optimisation, ``quant_pre_process``), it runs calibration
+  images through the model to record each activation's range, then stores weights as int8 — one scale per output channel
+  (``per_channel``) — and inserts QuantizeLinear/DequantizeLinear pairs (the QDQ format) around activations, which the
+  runtime fuses into int8 kernels: :math:`x \\approx s\\,(q - z)`, :math:`q \\in [-128, 127]`.
 
 The exporter and the quantizer print progress lines and warnings; the functions here capture them, so a notebook's
 outputs stay clean. ONNX, onnxscript and ONNX Runtime are the optional ``compress`` extra.
@@ -103,7 +105,7 @@ class OnnxModel(nn.Module):
 
 
 def check_export(model: nn.Module, exported: nn.Module, data: Dataset, batch_size: int = 1024) -> dict[str, float]:
-    """How closely ``exported`` (e.g. an :class:`OnnxModel`) reproduces ``model`` on every sample of ``data``.
+    """How closely ``exported`` (e.g. an :class:`~kdtutor.compression.OnnxModel`) reproduces ``model`` on ``data``.
 
     Returns ``max_abs_diff`` (the largest absolute difference of any logit) and ``agreement`` (the fraction of
     samples with the same predicted class). Both models run in eval mode; their modes are restored.

@@ -5,19 +5,21 @@ the rounding during fine-tuning — *fake quantization*: quantize, then dequanti
 the int8 grid while everything stays float; the backward pass treats rounding as the identity (the straight-through
 estimator, inside ``torch.fake_quantize_per_*_affine``) — and the weights learn to sit well on that grid.
 
-:func:`quantize_aware` wraps every ``nn.Conv2d`` and ``nn.Linear`` of a copy of the model so that it computes
-``layer(fq(x))`` with ``fq(w)``, matching what ONNX Runtime's static QDQ quantization (:func:`quantize_static`)
-does to those layers:
+:func:`~kdtutor.compression.quantize_aware` wraps every ``nn.Conv2d`` and ``nn.Linear`` of a copy of the model so that
+it computes ``layer(fq(x))`` with ``fq(w)``, rounding inputs and weights the way ONNX Runtime's static QDQ quantization
+(:func:`~kdtutor.compression.quantize_static`) does for those layers:
 
 * weights: signed int8, symmetric, one scale per output channel, :math:`s_c = \\max|w_c| / 127`;
 * inputs: signed int8, asymmetric, one scale and zero point per tensor from the observed range
   :math:`[\\min(0, lo), \\max(0, hi)]`, :math:`s = (hi - lo)/255`, tracked as an exponential moving average of each
   training batch's min and max, frozen in eval mode (ONNX Runtime calibrates with min/max over calibration images).
 
-It does not simulate the quantization of other activations (ONNX Runtime also quantizes e.g. pooling outputs) nor
+It approximates ONNX Runtime's scheme rather than reproducing it: ONNX Runtime also rounds each quantized layer's output
+(after fusing a following ReLU into it) and the pooling outputs, which this does not simulate; nor does it simulate
 BatchNorm folding (ONNX Runtime folds BatchNorm into the convolution before quantizing; fake-quantizing the unfolded
-weights would train for the wrong grid): use it on models without BatchNorm. :func:`strip` returns the plain model
-with the fine-tuned weights, ready for :func:`export_onnx` and :func:`quantize_static`.
+weights would train for the wrong grid): use it on models without BatchNorm. :func:`~kdtutor.compression.strip` returns
+the plain model with the fine-tuned weights, ready for :func:`~kdtutor.compression.export_onnx` and
+:func:`~kdtutor.compression.quantize_static`.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class FakeQuantized(nn.Module):
 
 
 def quantize_aware(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every ``nn.Conv2d`` and ``nn.Linear`` wrapped in :class:`FakeQuantized`."""
+    """A copy of ``model`` with every ``nn.Conv2d`` and ``nn.Linear`` wrapped in
+    :class:`~kdtutor.compression.FakeQuantized`."""
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ValueError(f"model: a {type(model).__name__} with BatchNorm; fold BatchNorm into the convolutions "
                          "first (fake quantization here does not simulate the folding ONNX Runtime does)")
@@ -82,7 +85,8 @@ def quantize_aware(model: nn.Module) -> nn.Module:
 
 
 def strip(model: nn.Module) -> nn.Module:
-    """A copy of a :func:`quantize_aware` model with the wrappers removed: the original class, fine-tuned weights."""
+    """A copy of a :func:`~kdtutor.compression.quantize_aware` model without the wrappers: the original class, the
+    fine-tuned weights."""
     plain = copy.deepcopy(model)
     wrappers = [(name, m) for name, m in plain.named_modules() if isinstance(m, FakeQuantized)]
     for name, wrapper in wrappers:

@@ -7,11 +7,12 @@ the zeros permanent). The tensors keep their shapes: the model is no smaller on 
 and no faster on a CPU, whose dense kernels multiply zeros as fast as anything else.
 
 **Structured (channel) pruning** (Li et al. 2017) removes whole output channels of a convolution, and with them the
-matching BatchNorm entries and input channels of the next layer; the layers become narrower dense layers, so the
-model is smaller and faster everywhere. :func:`prune_channels` lets **torch-pruning** (Fang et al. 2023) find those
-coupled groups of parameters and rank each group by the L2 norm of its weights; for kdtutor's
+matching BatchNorm entries and input channels of the next layer; the layers become narrower dense layers, so the model
+is smaller and faster everywhere. :func:`~kdtutor.compression.prune_channels` lets **torch-pruning** (Fang et al. 2023)
+find those coupled groups of parameters and rank each group by the L2 norm of its weights; for kdtutor's
 :class:`~kdtutor.models.CNN` the result is rebuilt as a ``CNN`` with the narrower widths, so that
-:func:`kdtutor.save` and :func:`kdtutor.load` (``weights_only=True``) handle it like any other model.
+:func:`kdtutor.checkpoint.save` and :func:`kdtutor.checkpoint.load` (``weights_only=True``) handle it like any other
+model.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _ratio(value, name: str) -> float:
 
 
 def prune_magnitude(model: nn.Module, amount: float) -> nn.Module:
-    """A copy of ``model`` with the fraction ``amount`` of its conv and linear weights set to zero (smallest |w|).
+    """A copy of ``model`` with the fraction ``amount`` of its conv and linear weights (smallest :math:`|w|`) zeroed.
 
     Global ranking over all those layers (a layer with many small weights loses more), biases kept; the pruning
     masks are removed afterwards, so the copy's ``state_dict`` has the original names and shapes.
@@ -76,7 +77,7 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor | None 
     of each layer; the last linear layer keeps its outputs (the classes). ``example`` is a batch of inputs of the
     model's shape (two images of zeros for a :class:`~kdtutor.models.CNN` when omitted). A ``CNN`` comes back as a
     ``CNN`` with the new widths in its ``config`` (its outputs equal the pruned network's); another model comes back
-    as the pruned module itself, which :func:`kdtutor.save` cannot rebuild from a file.
+    as the pruned module itself, which :func:`kdtutor.checkpoint.save` cannot rebuild from a file.
     """
     ratio = _ratio(ratio, "ratio")
     if example is None:

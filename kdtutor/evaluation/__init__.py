@@ -3,11 +3,13 @@
 :mod:`~kdtutor.evaluation.predict` (``evaluate``, ``compute_logits``, ``cached_logits``, ``accuracy``,
 ``fidelity``),
 :mod:`~kdtutor.evaluation.calibration` (ECE, reliability, temperature scaling), :mod:`~kdtutor.evaluation.cost`
-(bytes, latency). Knows nothing of training.
+(bytes, latency), :mod:`~kdtutor.evaluation.flips` (negative flips between model versions). Knows nothing of
+training.
 """
 
 from kdtutor.evaluation.calibration import Reliability, expected_calibration_error, fit_temperature, reliability
 from kdtutor.evaluation.cost import latency, size_bytes
+from kdtutor.evaluation.flips import flip_table, negative_flip_rate
 from kdtutor.evaluation.predict import (
     accuracy,
     cache_dir,
@@ -20,6 +22,6 @@ from kdtutor.evaluation.predict import (
 
 __all__ = [
     "Reliability", "expected_calibration_error", "fit_temperature", "reliability",
-    "latency", "size_bytes",
+    "latency", "size_bytes", "flip_table", "negative_flip_rate",
     "accuracy", "cache_dir", "cached_logits", "compute_logits", "evaluate", "fidelity", "fingerprint",
 ]

@@ -42,6 +42,9 @@ def latency(model: Callable[[torch.Tensor], object], example: torch.Tensor, repe
         raise ValueError(f"repeats: expected >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
+    if threads is not None and hasattr(model, "session"):  # an ONNX Runtime session: its threads are fixed
+        raise ValueError(f"threads: an ONNX Runtime session fixes its thread count when it is created; build it "
+                         f"with that count (OnnxModel(path, threads={threads})) and time it with threads=None")
     was_training = model.training if isinstance(model, nn.Module) else None
     if was_training is not None:
         model.eval()

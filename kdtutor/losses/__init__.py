@@ -2,7 +2,8 @@
 
 :mod:`~kdtutor.losses.logits` holds the Hinton et al. losses on logits (soft targets, KD, the mixed distillation
 loss); :mod:`~kdtutor.losses.controls` the controls that test what soft targets carry (permuted soft targets,
-entropy-matched label smoothing, logit matching). Training objectives that hold a teacher or cached outputs wrap
+entropy-matched label smoothing, logit matching); :mod:`~kdtutor.losses.updating` the losses for updating a deployed
+model (Learning without Forgetting, focal distillation). Training objectives that hold a teacher or cached outputs wrap
 these in :mod:`kdtutor.training.objectives`.
 """
 
@@ -14,8 +15,18 @@ from kdtutor.losses.logits import (
     kd_loss_unchecked,
     soft_targets,
 )
+from kdtutor.losses.updating import (
+    focal_distillation_loss,
+    focal_distillation_loss_unchecked,
+    lwf_loss,
+    lwf_loss_unchecked,
+    old_class_index,
+    per_sample_kl,
+)
 
 __all__ = [
     "distillation_loss", "distillation_loss_unchecked", "kd_loss", "kd_loss_unchecked", "logit_matching_loss",
     "permuted_soft_targets", "smoothing_for_entropy", "soft_targets",
+    "focal_distillation_loss", "focal_distillation_loss_unchecked", "lwf_loss", "lwf_loss_unchecked",
+    "old_class_index", "per_sample_kl",
 ]

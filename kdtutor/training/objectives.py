@@ -25,8 +25,12 @@ from torch import nn
 from kdtutor import checks
 from kdtutor.data import Batch, OnDevice
 from kdtutor.losses import distillation_loss_unchecked, kd_loss_unchecked, logit_matching_loss
+from kdtutor.losses.updating import focal_distillation_loss_unchecked, lwf_loss_unchecked, old_class_index
 
-__all__ = ["CrossEntropy", "Distillation", "LogitMatching", "Objective"]
+__all__ = [
+    "CrossEntropy", "Distillation", "FocalDistillation", "LearningWithoutForgetting", "LogitMatching", "Objective",
+    "TeacherObjective",
+]
 
 
 class Objective(nn.Module):
@@ -66,41 +70,27 @@ class CrossEntropy(Objective):
         return f"label_smoothing={self.label_smoothing}"
 
 
-class Distillation(Objective):
-    r"""Hinton et al.'s (2015) loss :math:`\alpha\,T^2\,\mathrm{KL}(p^T \| q^T) + (1-\alpha)\,\mathrm{CE}(z, y)`.
-
-    The teacher's logits come from ``teacher`` run online on every batch (in eval mode, under ``no_grad``, on the
-    same — possibly augmented — images as the student), or from ``teacher_logits``: one cached row per training sample,
-    looked up by the batch's sample indices (see :func:`~kdtutor.evaluation.cached_logits`). Cached logits belong to the
-    un-augmented image, so they are refused together with augmentation. See
-    :func:`kdtutor.losses.distillation_loss` for the math.
-
-    ``labelled`` (optional) is a boolean mask over the training samples: the rows marked ``False`` are *unlabelled
-    transfer data* (Hinton et al. allow any transfer set) — they get only the soft term, and their label values are
-    ignored (e.g. ``-1``) and not checked; the hard-label term averages over the labelled rows of each batch. The
-    labels of the rows marked ``True`` are checked as strictly as ever.
+class TeacherObjective(Objective):
+    """Base of the objectives that learn from another model's outputs: a ``teacher`` run online on every batch (in
+    eval mode, under ``no_grad``, on the same — possibly augmented — images as the student), or its cached
+    ``teacher_logits``: one row per training sample, looked up by the batch's sample indices (see
+    :func:`~kdtutor.evaluation.cached_logits`). Cached logits belong to the un-augmented image, so they are refused
+    together with augmentation. Exactly one of the two is given.
     """
 
-    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
-                 alpha: float = 0.9, labelled=None):
+    check_alignment = True  # warn when cached logits agree with the labels only at chance level (misaligned rows)
+
+    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None):
         super().__init__()
         if (teacher is None) == (teacher_logits is None):
             raise ValueError("teacher_logits: pass either a teacher or its cached logits, exactly one of them")
         if teacher is not None and not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher: expected an nn.Module (the teacher model), got {type(teacher).__name__}; "
                             "cached outputs go to teacher_logits=")
-        self.temperature = checks.temperature(temperature)
-        self.alpha = checks.alpha(alpha)
         object.__setattr__(self, "teacher", teacher)  # outside the module tree: frozen, never trained or saved
         self.logits = None if teacher_logits is None else _as_logits(teacher_logits)
-        self.labelled = None if labelled is None else _as_mask(labelled)
 
     def setup(self, train: OnDevice, augment) -> None:
-        if self.labelled is not None:
-            if self.labelled.shape != (len(train),):
-                raise ValueError(f"labelled: expected one entry per training sample ({len(train)}), got shape "
-                                 f"{tuple(self.labelled.shape)}")
-            self.labelled = self.labelled.to(train.device)
         if self.teacher is not None:
             self.teacher.to(train.device).eval()
             return
@@ -111,8 +101,9 @@ class Distillation(Objective):
             raise ValueError(f"teacher_logits: expected one row per training sample, shape ({len(train)}, classes), "
                              f"got {tuple(self.logits.shape)}")
         self.logits = self.logits.to(train.device)
-        rows = self.labelled if self.labelled is not None else slice(None)
-        _warn_if_misaligned(self.logits[rows], train.labels.to(train.device)[rows])
+        if self.check_alignment:
+            rows = self.labelled if self.labelled is not None else slice(None)
+            _warn_if_misaligned(self.logits[rows], train.labels.to(train.device)[rows])
 
     def teacher_logits(self, batch: Batch) -> torch.Tensor:
         if self.teacher is None:
@@ -120,17 +111,48 @@ class Distillation(Objective):
         with torch.no_grad():
             return self.teacher(batch.x)
 
-    def check(self, out: torch.Tensor, batch: Batch) -> None:
-        rows = self.labelled[batch.idx] if self.labelled is not None else slice(None)
-        checks.targets(batch.y[rows], out[rows])
-        checks.logits_pair(out, self.teacher_logits(batch))
-
     def diagnose(self, batch: Batch) -> str | None:
         logits = self.teacher_logits(batch)
         if not bool(torch.isfinite(logits).all()):
             return ("The teacher's logits on the last batch are NaN or infinite: the teacher or its inputs are the "
                     "cause, not the learning rate")
         return None
+
+    def source(self) -> str:
+        return "online teacher" if self.teacher is not None else f"cached logits {tuple(self.logits.shape)}"
+
+
+class Distillation(TeacherObjective):
+    r"""Hinton et al.'s (2015) loss :math:`\alpha\,T^2\,\mathrm{KL}(p^T \| q^T) + (1-\alpha)\,\mathrm{CE}(z, y)`.
+
+    The teacher's logits come from ``teacher`` run online or from cached ``teacher_logits``
+    (:class:`TeacherObjective`). See :func:`kdtutor.losses.distillation_loss` for the math.
+
+    ``labelled`` (optional) is a boolean mask over the training samples: the rows marked ``False`` are *unlabelled
+    transfer data* (Hinton et al. allow any transfer set) — they get only the soft term, and their label values are
+    ignored (e.g. ``-1``) and not checked; the hard-label term averages over the labelled rows of each batch. The
+    labels of the rows marked ``True`` are checked as strictly as ever.
+    """
+
+    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
+                 alpha: float = 0.9, labelled=None):
+        super().__init__(teacher, teacher_logits)
+        self.temperature = checks.temperature(temperature)
+        self.alpha = checks.alpha(alpha)
+        self.labelled = None if labelled is None else _as_mask(labelled)
+
+    def setup(self, train: OnDevice, augment) -> None:
+        if self.labelled is not None:
+            if self.labelled.shape != (len(train),):
+                raise ValueError(f"labelled: expected one entry per training sample ({len(train)}), got shape "
+                                 f"{tuple(self.labelled.shape)}")
+            self.labelled = self.labelled.to(train.device)
+        super().setup(train, augment)
+
+    def check(self, out: torch.Tensor, batch: Batch) -> None:
+        rows = self.labelled[batch.idx] if self.labelled is not None else slice(None)
+        checks.targets(batch.y[rows], out[rows])
+        checks.logits_pair(out, self.teacher_logits(batch))
 
     def soft(self, out: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         r"""The soft-target term: :math:`T^2\,\mathrm{KL}` at the temperature (subclasses change it)."""
@@ -152,9 +174,8 @@ class Distillation(Objective):
         return self.alpha * soft + (1 - self.alpha) * hard
 
     def extra_repr(self) -> str:
-        source = "online teacher" if self.teacher is not None else f"cached logits {tuple(self.logits.shape)}"
         unlabelled = "" if self.labelled is None else f", {int((~self.labelled).sum())} unlabelled rows"
-        return f"{source}, temperature={self.temperature}, alpha={self.alpha}{unlabelled}"
+        return f"{self.source()}, temperature={self.temperature}, alpha={self.alpha}{unlabelled}"
 
 
 class LogitMatching(Distillation):
@@ -173,6 +194,72 @@ class LogitMatching(Distillation):
 
     def extra_repr(self) -> str:
         return super().extra_repr().replace("temperature=1.0, ", "")
+
+
+class FocalDistillation(TeacherObjective):
+    r"""Focal distillation from the model being replaced (Yan et al. 2021): fewer negative flips on an update.
+
+    :math:`\mathrm{CE}(z, y) + \frac{1}{B}\sum_b (\beta_0 + \beta_1 [\arg\max v_b = y_b])\,T^2\,\mathrm{KL}_b`
+    with the old model's logits :math:`v` (``teacher`` online or cached ``teacher_logits``): the samples the old
+    model got right weigh ``base_weight + focal_weight``, the others ``base_weight``. See
+    :func:`kdtutor.losses.focal_distillation_loss`.
+    """
+
+    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 1.0,
+                 base_weight: float = 1.0, focal_weight: float = 5.0):
+        super().__init__(teacher, teacher_logits)
+        self.temperature = checks.temperature(temperature)
+        self.base_weight = _weight(base_weight, "base_weight")
+        self.focal_weight = _weight(focal_weight, "focal_weight")
+
+    def check(self, out: torch.Tensor, batch: Batch) -> None:
+        checks.targets(batch.y, out)
+        checks.logits_pair(out, self.teacher_logits(batch))
+
+    def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
+        return focal_distillation_loss_unchecked(out, self.teacher_logits(batch), batch.y, self.temperature,
+                                                 self.base_weight, self.focal_weight)
+
+    def extra_repr(self) -> str:
+        return (f"{self.source()}, temperature={self.temperature}, base_weight={self.base_weight}, "
+                f"focal_weight={self.focal_weight}")
+
+
+class LearningWithoutForgetting(TeacherObjective):
+    r"""Learning without Forgetting (Li & Hoiem 2016): new labels, and the old model's outputs for the old classes.
+
+    :math:`\mathrm{CE}(z, y) + \lambda_o\,T^2\,\mathrm{KL}(\mathrm{softmax}(v/T) \,\|\,
+    \mathrm{softmax}(z_{\mathrm{old}}/T))`, where the old model (``teacher`` online or cached ``teacher_logits``,
+    run on the *new* training data) has fewer outputs than the student: ``old_classes`` maps its ``k``-th output to
+    the student's class ``old_classes[k]``. The new data need hold no old class, so the cached logits are not
+    checked for agreement with the labels. See :func:`kdtutor.losses.lwf_loss`.
+    """
+
+    check_alignment = False  # the old model cannot predict the new classes: disagreement with the labels is expected
+
+    def __init__(self, old_classes, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 2.0,
+                 lwf_weight: float = 1.0):
+        super().__init__(teacher, teacher_logits)
+        self.temperature = checks.temperature(temperature)
+        self.lwf_weight = _weight(lwf_weight, "lwf_weight")
+        self.register_buffer("old_classes", torch.as_tensor(old_classes), persistent=False)
+
+    def check(self, out: torch.Tensor, batch: Batch) -> None:
+        checks.targets(batch.y, out)
+        # the explicit class-count check of LwF: fewer old outputs than new classes is allowed, and mapped
+        self.old_classes = old_class_index(self.old_classes, out, self.teacher_logits(batch)).to(out.device)
+
+    def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
+        return lwf_loss_unchecked(out, self.teacher_logits(batch), batch.y, self.old_classes, self.temperature,
+                                  self.lwf_weight)
+
+    def extra_repr(self) -> str:
+        return (f"{self.source()}, old_classes={self.old_classes.tolist()}, temperature={self.temperature}, "
+                f"lwf_weight={self.lwf_weight}")
+
+
+def _weight(value, name: str) -> float:
+    return checks.number(value, name, "a non-negative finite number", lambda w: 0 <= w < float("inf"))
 
 
 def _as_mask(mask) -> torch.Tensor:
