@@ -157,7 +157,7 @@ def build_script(name: str = "train_teacher"):
 def test_every_shipped_model_has_a_verified_record_and_a_recipe():
     scripts = {"train_teacher.py": build_script(), "build_compressed.py": build_script("build_compressed")}
     recipes = {name: (file, script.RECIPES[name]) for file, script in scripts.items() for name in script.RECIPES}
-    shipped = ["teacher_fmnist", "teacher_fmnist_pruned"]
+    shipped = ["teacher_fmnist", "teacher_fmnist_pruned", "teacher_fmnist_v2"]
     assert registry.shipped_models() == sorted(recipes) == shipped
     for name in registry.shipped_models():
         record = registry.record(name)
@@ -233,3 +233,9 @@ def test_shipped_pipeline_model_is_a_pruned_teacher_that_reaches_its_record(fmni
     assert max(runs, key=lambda run: run["val_acc"])["seed"] == record["seed"]  # chosen on validation
     assert record["mean_test_acc"] == pytest.approx(sum(run["test_acc"] for run in runs) / len(runs))
 
+
+def test_improved_teacher_beats_the_first():
+    """Part IV's premise, recorded: the second teacher (same architecture, a better recipe) is better."""
+    first, second = registry.record("teacher_fmnist"), registry.record("teacher_fmnist_v2")
+    assert second["recipe"]["architecture"] == first["recipe"]["architecture"]
+    assert second["val_acc"] > first["val_acc"] and second["test_acc"] > first["test_acc"]

@@ -6,6 +6,8 @@ version and thread count the weights come out bit-identical. Today's entries:
 
 * ``teacher_fmnist`` — the book's Fashion-MNIST teacher (:func:`~kdtutor.models.teacher_cnn`), built by
   ``python scripts/train_teacher.py``;
+* ``teacher_fmnist_v2`` — the improved teacher of Part IV: the same architecture, trained longer on images shifted
+  by up to a pixel, built by ``python scripts/train_teacher.py teacher_fmnist_v2``;
 * ``teacher_fmnist_pruned`` — the compression pipeline's model: that teacher with 60% of its channels and hidden
   units pruned, distilled back from the teacher's soft targets (a :class:`~kdtutor.models.CNN` with narrower
   widths), built by ``python scripts/build_compressed.py``.
