@@ -10,7 +10,9 @@ import math
 
 import torch
 
-__all__ = ["alpha", "bad", "logits_pair", "number", "positive_int", "probability", "targets", "temperature"]
+__all__ = [
+    "alpha", "bad", "logits_pair", "non_negative", "number", "positive_int", "probability", "targets", "temperature",
+]
 
 
 def bad(name: str, expected: str, got) -> ValueError:
@@ -38,6 +40,11 @@ def number(value, name: str, expected: str, ok) -> float:
 def temperature(value, name: str = "temperature") -> float:
     """A positive finite number (``True`` is refused: it is a flag, not a temperature)."""
     return number(value, name, "a positive finite number", lambda t: 0 < t < math.inf)
+
+
+def non_negative(value, name: str) -> float:
+    """A finite number >= 0 (a loss weight, say; NaN refused)."""
+    return number(value, name, "a non-negative finite number", lambda w: 0 <= w < math.inf)
 
 
 def probability(value, name: str) -> float:

@@ -72,9 +72,7 @@ def focal_distillation_loss(student_logits: torch.Tensor, old_logits: torch.Tens
     t = checks.temperature(temperature)
     checks.logits_pair(student_logits, old_logits)
     checks.targets(targets, student_logits)
-    base = checks.number(base_weight, "base_weight", "a non-negative finite number", lambda w: 0 <= w < float("inf"))
-    focal = checks.number(focal_weight, "focal_weight", "a non-negative finite number",
-                          lambda w: 0 <= w < float("inf"))
+    base, focal = checks.non_negative(base_weight, "base_weight"), checks.non_negative(focal_weight, "focal_weight")
     return focal_distillation_loss_unchecked(student_logits, old_logits, targets, t, base, focal)
 
 
@@ -95,7 +93,7 @@ def lwf_loss(student_logits: torch.Tensor, old_logits: torch.Tensor, targets: to
     new model's classes, the ``k``-th old output being new class ``old_classes[k]``.
     """
     t = checks.temperature(temperature)
-    weight = checks.number(lwf_weight, "lwf_weight", "a non-negative finite number", lambda w: 0 <= w < float("inf"))
+    weight = checks.non_negative(lwf_weight, "lwf_weight")
     checks.targets(targets, student_logits)
     index = old_class_index(old_classes, student_logits, old_logits)
     return lwf_loss_unchecked(student_logits, old_logits, targets, index.to(student_logits.device), t, weight)

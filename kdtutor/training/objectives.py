@@ -209,8 +209,8 @@ class FocalDistillation(TeacherObjective):
                  base_weight: float = 1.0, focal_weight: float = 5.0):
         super().__init__(teacher, teacher_logits)
         self.temperature = checks.temperature(temperature)
-        self.base_weight = _weight(base_weight, "base_weight")
-        self.focal_weight = _weight(focal_weight, "focal_weight")
+        self.base_weight = checks.non_negative(base_weight, "base_weight")
+        self.focal_weight = checks.non_negative(focal_weight, "focal_weight")
 
     def check(self, out: torch.Tensor, batch: Batch) -> None:
         checks.targets(batch.y, out)
@@ -241,7 +241,7 @@ class LearningWithoutForgetting(TeacherObjective):
                  lwf_weight: float = 1.0):
         super().__init__(teacher, teacher_logits)
         self.temperature = checks.temperature(temperature)
-        self.lwf_weight = _weight(lwf_weight, "lwf_weight")
+        self.lwf_weight = checks.non_negative(lwf_weight, "lwf_weight")
         self.register_buffer("old_classes", torch.as_tensor(old_classes), persistent=False)
 
     def check(self, out: torch.Tensor, batch: Batch) -> None:
@@ -256,10 +256,6 @@ class LearningWithoutForgetting(TeacherObjective):
     def extra_repr(self) -> str:
         return (f"{self.source()}, old_classes={self.old_classes.tolist()}, temperature={self.temperature}, "
                 f"lwf_weight={self.lwf_weight}")
-
-
-def _weight(value, name: str) -> float:
-    return checks.number(value, name, "a non-negative finite number", lambda w: 0 <= w < float("inf"))
 
 
 def _as_mask(mask) -> torch.Tensor:
