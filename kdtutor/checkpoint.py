@@ -207,8 +207,11 @@ def describe_lineage(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> str
     for depth, step in enumerate(lineage(path)):
         meta = step["metadata"]
         teacher = meta.get("teacher")
-        teacher = f", teacher {teacher.get('name', teacher.get('path'))} ({teacher['sha256'][:12]})" \
-            if isinstance(teacher, dict) and "sha256" in teacher else ""
+        if isinstance(teacher, dict) and "sha256" in teacher:  # a shipped record's name, or a file's name
+            name = teacher.get("name") or Path(str(teacher.get("path", "?"))).name
+            teacher = f", teacher {name} ({teacher['sha256'][:12]})"
+        else:
+            teacher = ""
         shown = "".join(f", {k}={meta[k]}" for k in keys if k in meta)
         arrow = "" if depth == 0 else "  " * (depth - 1) + "└ updated from "
         lines.append(f"{arrow}{Path(step['path']).name} ({step['sha256'][:12]}){teacher}{shown}")

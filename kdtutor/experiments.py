@@ -180,11 +180,13 @@ def plot_gains(gains: dict[str, dict], ax=None, scale: float = 100.0, unit: str 
     return ax
 
 
-def best_class_shift(logits, labels, cls: int, shifts) -> tuple[float, float]:
+def best_class_shift(logits, labels, cls: int | Sequence[int], shifts) -> tuple[float, float]:
     """Hinton's bias correction: the shift added to class ``cls``'s logit that maximises accuracy.
 
-    Tune it on the validation split, then add it to the bias of the model's output unit for ``cls``. Returns
-    ``(shift, accuracy)``; of equally good shifts, the first in ``shifts`` wins.
+    Tune it on the validation split, then add it to the bias of the model's output unit for ``cls``. ``cls`` may be
+    several classes (a list), all shifted by the same amount — e.g. the new classes of an update, whose outputs
+    were trained on new data only (see the book's chapter on updating). Returns ``(shift, accuracy)``; of equally
+    good shifts, the first in ``shifts`` wins.
     """
     best = (float("nan"), -1.0)
     for shift in shifts:
@@ -196,8 +198,15 @@ def best_class_shift(logits, labels, cls: int, shifts) -> tuple[float, float]:
     return best
 
 
-def shift_class(logits: torch.Tensor, cls: int, shift: float) -> torch.Tensor:
-    """A copy of ``logits`` with ``shift`` added to column ``cls`` (the bias fix of :func:`best_class_shift`)."""
+def shift_class(logits: torch.Tensor, cls: int | Sequence[int], shift: float) -> torch.Tensor:
+    """A copy of ``logits`` with ``shift`` added to column ``cls`` (or to each column of a list of classes): the
+    bias fix of :func:`best_class_shift`."""
     shifted = logits.clone()
-    shifted[:, cls] += float(shift)
+    columns = list(cls) if isinstance(cls, (list, tuple, torch.Tensor)) else [cls]
+    columns = [c.item() if torch.is_tensor(c) else c for c in columns]
+    if not columns or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < logits.shape[1]
+                          for c in columns):
+        raise ValueError(f"cls: expected a class index or a non-empty list of them in [0, {logits.shape[1]}), "
+                         f"got {cls!r}")
+    shifted[:, columns] += float(shift)
     return shifted

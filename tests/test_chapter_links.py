@@ -1,6 +1,7 @@
-"""Numbers one chapter takes from another must agree in the stored outputs: book/kd-transfer.ipynb runs its
-few-label experiments at the temperature and alpha that book/vanilla-kd.ipynb chose on validation, so its glued
-``few_T``/``few_alpha`` must equal vanilla-kd's glued ``best_T``/``best_alpha``. Re-execute both chapters
+"""Numbers one chapter takes from another must agree in the stored outputs: book/kd-transfer.ipynb and
+book/updating.ipynb run their few-label experiments at the temperature and alpha that book/vanilla-kd.ipynb chose on
+validation, so their glued ``few_T``/``few_alpha`` must equal vanilla-kd's glued ``best_T``/``best_alpha`` (and
+updating's all-label ``full_T``/``full_alpha`` vanilla-kd's). Re-execute both chapters
 (``bash scripts/execute.sh``) when this fails."""
 
 import json
@@ -14,6 +15,10 @@ BOOK = Path(__file__).resolve().parents[1] / "book"
 LINKS = {
     ("kd-transfer.ipynb", "few_T"): ("vanilla-kd.ipynb", "best_T"),
     ("kd-transfer.ipynb", "few_alpha"): ("vanilla-kd.ipynb", "best_alpha"),
+    ("updating.ipynb", "few_T"): ("vanilla-kd.ipynb", "best_T"),
+    ("updating.ipynb", "few_alpha"): ("vanilla-kd.ipynb", "best_alpha"),
+    ("updating.ipynb", "full_T"): ("vanilla-kd.ipynb", "full_T"),
+    ("updating.ipynb", "full_alpha"): ("vanilla-kd.ipynb", "full_alpha"),
 }
 
 
@@ -28,7 +33,7 @@ def stored_glue(doc: str, key: str) -> str:
     raise AssertionError(f"{doc}: no stored glue output {key!r}; re-execute it (bash scripts/execute.sh {path})")
 
 
-@pytest.mark.parametrize(("user", "source"), list(LINKS.items()), ids=[key for _, key in LINKS])
+@pytest.mark.parametrize(("user", "source"), list(LINKS.items()), ids=[f"{doc}:{key}" for doc, key in LINKS])
 def test_a_value_taken_from_another_chapter_equals_that_chapters_glue(user, source):
     used, chosen = stored_glue(*user), stored_glue(*source)
     assert float(used) == float(chosen), (f"{user[0]} glues {user[1]} = {used}, but {source[0]} chose "

@@ -179,6 +179,22 @@ def test_best_class_shift():
     assert shift == 0.75 and acc == 1.0
 
 
+def test_best_class_shift_moves_several_classes_together():
+    import pytest
+
+    from kdtutor.experiments import shift_class
+
+    logits = torch.tensor([[2.5, 3.0, 0.0], [0.0, 2.0, 0.0], [0.0, 1.0, 2.0], [2.0, 0.0, 2.5]])
+    labels = torch.tensor([0, 1, 2, 0])  # classes 1 and 2 are too strong on the first and last rows ...
+    shifted = shift_class(logits, [1, 2], -1.0)
+    assert torch.equal(shifted[:, 0], logits[:, 0]) and torch.equal(shifted[:, 1:], logits[:, 1:] - 1.0)
+    # ... and too weak nowhere else: a shift of -1 fixes both; -3 breaks rows 1 and 2
+    assert best_class_shift(logits, labels, [1, 2], [0.0, -1.0, -3.0]) == (-1.0, 1.0)
+    for bad in ([], [3], [True], 1.5):
+        with pytest.raises(ValueError, match="cls"):
+            shift_class(logits, bad, 1.0)
+
+
 def test_run_arm_pairs_seeds_and_reports_accuracies(small):
     import kdtutor as kd
     from kdtutor.experiments import run_arm

@@ -200,6 +200,8 @@ def test_lineage_follows_updates_back_and_checks_each_parent(tmp_path):
     assert chain[2]["metadata"]["teacher"]["sha256"] == provenance(teacher)["sha256"]
     text = describe_lineage(third, keys=("seed",))
     assert text.splitlines()[0].startswith("v3.pt") and "updated from v1.pt" in text and "seed=0" in text
+    sha = provenance(teacher)["sha256"][:12]
+    assert f"teacher teacher.pt ({sha})" in text and str(tmp_path) not in text  # file names, not folders
     kd.save(kd.MLP(in_features=4, hidden=(3,), num_classes=2), first, seed=99)  # the parent overwritten
     with pytest.raises(CheckpointError, match="v1.pt is missing or has changed"):
         lineage(third)
