@@ -1,8 +1,8 @@
-"""Numbers one chapter takes from another must agree in the stored outputs: book/kd-transfer.ipynb and
-book/updating.ipynb run their few-label experiments at the temperature and alpha that book/vanilla-kd.ipynb chose on
-validation, so their glued ``few_T``/``few_alpha`` must equal vanilla-kd's glued ``best_T``/``best_alpha`` (and
-updating's all-label ``full_T``/``full_alpha`` vanilla-kd's). Re-execute both chapters
-(``bash scripts/execute.sh``) when this fails."""
+"""Numbers one chapter takes from another must agree in the stored outputs: book/kd-transfer.ipynb,
+book/beyond-logits.ipynb and book/updating.ipynb run their few-label experiments at the temperature and alpha that
+book/vanilla-kd.ipynb chose on validation, so their glued ``few_T``/``few_alpha`` must equal vanilla-kd's glued
+``best_T``/``best_alpha`` (and updating's all-label ``full_T``/``full_alpha`` vanilla-kd's). Re-execute both
+chapters (``bash scripts/execute.sh``) when this fails."""
 
 import json
 from pathlib import Path
@@ -15,6 +15,8 @@ BOOK = Path(__file__).resolve().parents[1] / "book"
 LINKS = {
     ("kd-transfer.ipynb", "few_T"): ("vanilla-kd.ipynb", "best_T"),
     ("kd-transfer.ipynb", "few_alpha"): ("vanilla-kd.ipynb", "best_alpha"),
+    ("beyond-logits.ipynb", "few_T"): ("vanilla-kd.ipynb", "best_T"),
+    ("beyond-logits.ipynb", "few_alpha"): ("vanilla-kd.ipynb", "best_alpha"),
     ("updating.ipynb", "few_T"): ("vanilla-kd.ipynb", "best_T"),
     ("updating.ipynb", "few_alpha"): ("vanilla-kd.ipynb", "best_alpha"),
     ("updating.ipynb", "full_T"): ("vanilla-kd.ipynb", "full_T"),

@@ -1,7 +1,7 @@
 """Evaluation: predictions and accuracy, teacher logits cached on disk, calibration, and what a model costs.
 
-:mod:`~kdtutor.evaluation.predict` (``evaluate``, ``compute_logits``, ``cached_logits``, ``accuracy``,
-``fidelity``),
+:mod:`~kdtutor.evaluation.predict` (``evaluate``, ``compute_logits``, ``cached_logits``, ``compute_features``,
+``accuracy``, ``fidelity``),
 :mod:`~kdtutor.evaluation.calibration` (ECE, reliability, temperature scaling), :mod:`~kdtutor.evaluation.cost`
 (bytes, latency), :mod:`~kdtutor.evaluation.flips` (negative flips between model versions). Knows nothing of
 training.
@@ -14,6 +14,7 @@ from kdtutor.evaluation.predict import (
     accuracy,
     cache_dir,
     cached_logits,
+    compute_features,
     compute_logits,
     evaluate,
     fidelity,
@@ -23,5 +24,6 @@ from kdtutor.evaluation.predict import (
 __all__ = [
     "Reliability", "expected_calibration_error", "fit_temperature", "reliability",
     "latency", "size_bytes", "flip_table", "negative_flip_rate",
-    "accuracy", "cache_dir", "cached_logits", "compute_logits", "evaluate", "fidelity", "fingerprint",
+    "accuracy", "cache_dir", "cached_logits", "compute_features", "compute_logits", "evaluate", "fidelity",
+    "fingerprint",
 ]

@@ -24,9 +24,13 @@ from torch.utils.data import Dataset
 
 from kdtutor.checkpoint import CheckpointError, read_verified, write_verified
 from kdtutor.data import CACHE_DIR, OnDevice, nonempty
+from kdtutor.models import record_activations
 from kdtutor.progress import bar
 
-__all__ = ["accuracy", "cache_dir", "cached_logits", "compute_logits", "evaluate", "fidelity", "fingerprint"]
+__all__ = [
+    "accuracy", "cache_dir", "cached_logits", "compute_features", "compute_logits", "evaluate", "fidelity",
+    "fingerprint",
+]
 
 
 def _device_of(model: nn.Module, device) -> torch.device:
@@ -68,6 +72,29 @@ def compute_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devi
     nonempty("data", data)
     data = OnDevice(data, _device_of(model, device))
     return torch.cat([logits.float().cpu() for logits, _ in _outputs(model, data, batch_size, verbose)])
+
+
+def compute_features(model: nn.Module, data: Dataset, layers, batch_size: int = 1024,
+                     device=None) -> dict[str, torch.Tensor]:
+    """The outputs of the named ``layers`` of ``model`` for every sample of ``data``, in order.
+
+    Returns ``{layer: float32 CPU tensor N x ...}`` (eval mode, no gradients; names as in
+    ``model.named_modules()``, recorded with :func:`~kdtutor.models.record_activations`). Feature objectives such as
+    :class:`~kdtutor.training.AttentionTransfer` read these rows instead of running the teacher at every step. They
+    are held in memory: the book's teacher's two convolution blocks, ``features.3`` (32 x 14 x 14) and
+    ``features.7`` (64 x 7 x 7), take about 37 KB per image.
+    """
+    nonempty("data", data)
+    layers = list(layers)
+    if not layers or not all(isinstance(name, str) for name in layers):
+        raise ValueError(f"layers: expected one or more submodule names, got {layers!r}")
+    data = OnDevice(data, _device_of(model, device))
+    rows: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    with record_activations(model, layers) as acts:
+        for _ in _outputs(model, data, batch_size):
+            for name in layers:
+                rows[name].append(acts[name].float().cpu())
+    return {name: torch.cat(parts) for name, parts in rows.items()}
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

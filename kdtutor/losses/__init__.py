@@ -3,11 +3,20 @@
 :mod:`~kdtutor.losses.logits` holds the Hinton et al. losses on logits (soft targets, KD, the mixed distillation
 loss); :mod:`~kdtutor.losses.controls` the controls that test what soft targets carry (permuted soft targets,
 entropy-matched label smoothing, logit matching); :mod:`~kdtutor.losses.updating` the losses for updating a deployed
-model (Learning without Forgetting, focal distillation). Training objectives that hold a teacher or cached outputs wrap
-these in :mod:`kdtutor.training.objectives`.
+model (Learning without Forgetting, focal distillation); :mod:`~kdtutor.losses.features` the losses beyond the
+plain logit loss (FitNets hints, attention transfer, decoupled KD). Training objectives that hold a teacher or cached
+outputs wrap these in :mod:`kdtutor.training.objectives`.
 """
 
 from kdtutor.losses.controls import logit_matching_loss, permuted_soft_targets, smoothing_for_entropy
+from kdtutor.losses.features import (
+    attention_map,
+    attention_transfer_loss,
+    dkd_loss,
+    dkd_loss_unchecked,
+    dkd_terms,
+    hint_loss,
+)
 from kdtutor.losses.logits import (
     distillation_loss,
     distillation_loss_unchecked,
@@ -29,4 +38,5 @@ __all__ = [
     "permuted_soft_targets", "smoothing_for_entropy", "soft_targets",
     "focal_distillation_loss", "focal_distillation_loss_unchecked", "lwf_loss", "lwf_loss_unchecked",
     "old_class_index", "per_sample_kl",
+    "attention_map", "attention_transfer_loss", "dkd_loss", "dkd_loss_unchecked", "dkd_terms", "hint_loss",
 ]

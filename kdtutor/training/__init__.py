@@ -2,23 +2,31 @@
 
 :mod:`~kdtutor.training.loop` (``fit``, ``History``, ``default_device``), :mod:`~kdtutor.training.config`
 (``TrainConfig``; ``MLP_RECIPE``, the book's one recipe for its MLP student), :mod:`~kdtutor.training.objectives`
-(``CrossEntropy``, ``Distillation``, ``LogitMatching``, ``FocalDistillation``, ``LearningWithoutForgetting``; the
-base classes ``Objective`` for your own and ``TeacherObjective`` for those that learn from another model).
+(``CrossEntropy``, ``Distillation``, ``LogitMatching``, ``FocalDistillation``, ``LearningWithoutForgetting``,
+``DecoupledKD``; the feature objectives ``FitNets`` and ``AttentionTransfer``; ``Sum`` of several; the base classes
+``Objective`` for your own, ``TeacherObjective`` for those that learn from another model's outputs and
+``FeatureObjective`` for those that learn from its cached intermediate features).
 """
 
 from kdtutor.training.config import MLP_RECIPE, TrainConfig
 from kdtutor.training.loop import History, default_device, fit
 from kdtutor.training.objectives import (
+    AttentionTransfer,
     CrossEntropy,
+    DecoupledKD,
     Distillation,
+    FeatureObjective,
+    FitNets,
     FocalDistillation,
     LearningWithoutForgetting,
     LogitMatching,
     Objective,
+    Sum,
     TeacherObjective,
 )
 
 __all__ = [
-    "MLP_RECIPE", "CrossEntropy", "Distillation", "FocalDistillation", "History", "LearningWithoutForgetting",
-    "LogitMatching", "Objective", "TeacherObjective", "TrainConfig", "default_device", "fit",
+    "MLP_RECIPE", "AttentionTransfer", "CrossEntropy", "DecoupledKD", "Distillation", "FeatureObjective", "FitNets",
+    "FocalDistillation", "History", "LearningWithoutForgetting", "LogitMatching", "Objective", "Sum",
+    "TeacherObjective", "TrainConfig", "default_device", "fit",
 ]

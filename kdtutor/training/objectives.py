@@ -25,11 +25,13 @@ from torch import nn
 from kdtutor import checks
 from kdtutor.data import Batch, OnDevice
 from kdtutor.losses import distillation_loss_unchecked, kd_loss_unchecked, logit_matching_loss
+from kdtutor.losses.features import attention_transfer_loss, dkd_loss_unchecked, hint_loss
 from kdtutor.losses.updating import focal_distillation_loss_unchecked, lwf_loss_unchecked, old_class_index
+from kdtutor.models import record_activations
 
 __all__ = [
-    "CrossEntropy", "Distillation", "FocalDistillation", "LearningWithoutForgetting", "LogitMatching", "Objective",
-    "TeacherObjective",
+    "AttentionTransfer", "CrossEntropy", "DecoupledKD", "Distillation", "FeatureObjective", "FitNets",
+    "FocalDistillation", "LearningWithoutForgetting", "LogitMatching", "Objective", "Sum", "TeacherObjective",
 ]
 
 
@@ -38,6 +40,9 @@ class Objective(nn.Module):
 
     features: tuple[str, ...] = ()  # names of the student's submodules whose outputs fit records for forward
     labelled: torch.Tensor | None = None  # mask of the training samples with real labels (None: all of them)
+
+    def attach(self, model: nn.Module, train: OnDevice) -> None:
+        """Called once by ``fit`` before :meth:`setup`, with the student: build parameters that depend on it."""
 
     def setup(self, train: OnDevice, augment) -> None:
         """Called once by ``fit`` before training, with the training data already on its device."""
@@ -104,6 +109,10 @@ class TeacherObjective(Objective):
         if self.check_alignment:
             rows = self.labelled if self.labelled is not None else slice(None)
             _warn_if_misaligned(self.logits[rows], train.labels.to(train.device)[rows])
+
+    def check(self, out: torch.Tensor, batch: Batch) -> None:
+        checks.targets(batch.y, out)
+        checks.logits_pair(out, self.teacher_logits(batch))
 
     def teacher_logits(self, batch: Batch) -> torch.Tensor:
         if self.teacher is None:
@@ -212,10 +221,6 @@ class FocalDistillation(TeacherObjective):
         self.base_weight = checks.non_negative(base_weight, "base_weight")
         self.focal_weight = checks.non_negative(focal_weight, "focal_weight")
 
-    def check(self, out: torch.Tensor, batch: Batch) -> None:
-        checks.targets(batch.y, out)
-        checks.logits_pair(out, self.teacher_logits(batch))
-
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return focal_distillation_loss_unchecked(out, self.teacher_logits(batch), batch.y, self.temperature,
                                                  self.base_weight, self.focal_weight)
@@ -256,6 +261,177 @@ class LearningWithoutForgetting(TeacherObjective):
     def extra_repr(self) -> str:
         return (f"{self.source()}, old_classes={self.old_classes.tolist()}, temperature={self.temperature}, "
                 f"lwf_weight={self.lwf_weight}")
+
+
+class DecoupledKD(TeacherObjective):
+    r"""Decoupled KD (Zhao et al. 2022): :math:`\mathrm{CE} + w_{\mathrm{TC}}\,T^2\,\mathrm{TCKD} +
+    w_{\mathrm{NC}}\,T^2\,\mathrm{NCKD}`, the target-class and non-target-class parts of KD weighted apart.
+
+    The teacher's logits come from ``teacher`` online or cached ``teacher_logits`` (:class:`TeacherObjective`).
+    See :func:`kdtutor.losses.dkd_loss`; the defaults are the paper's CIFAR-100 settings.
+    """
+
+    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
+                 tckd_weight: float = 1.0, nckd_weight: float = 8.0):
+        super().__init__(teacher, teacher_logits)
+        self.temperature = checks.temperature(temperature)
+        self.tckd_weight = checks.non_negative(tckd_weight, "tckd_weight")
+        self.nckd_weight = checks.non_negative(nckd_weight, "nckd_weight")
+
+    def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
+        return dkd_loss_unchecked(out, self.teacher_logits(batch), batch.y, self.temperature, self.tckd_weight,
+                                  self.nckd_weight)
+
+    def extra_repr(self) -> str:
+        return (f"{self.source()}, temperature={self.temperature}, tckd_weight={self.tckd_weight}, "
+                f"nckd_weight={self.nckd_weight}")
+
+
+class FeatureObjective(Objective):
+    """Base of the objectives that learn from a teacher's *intermediate* features, cached in memory.
+
+    ``teacher_features`` maps a teacher layer's name to its outputs for every training sample, in order (one row
+    per sample, e.g. from :func:`~kdtutor.evaluation.compute_features`); ``pairs`` maps each student layer (a name
+    in ``student.named_modules()``, recorded by ``fit``) to the teacher layer it learns from. The rows are looked up
+    by the batch's sample indices, so no teacher runs during training; like cached logits, they belong to the
+    un-augmented images. The objective returns its feature term only: add it to a loss on the labels or the logits
+    with :class:`Sum`, e.g. ``Sum(Distillation(...), AttentionTransfer(...))``.
+    """
+
+    def __init__(self, teacher_features: dict, pairs: dict, weight: float = 1.0):
+        super().__init__()
+        if not isinstance(pairs, dict) or not pairs:
+            raise ValueError(f"pairs: expected a non-empty dict {{student layer: teacher layer}}, got {pairs!r}")
+        if not isinstance(teacher_features, dict):
+            raise ValueError("teacher_features: expected a dict {teacher layer: tensor with one row per training "
+                             f"sample}}, got {type(teacher_features).__name__}")
+        missing = sorted(set(pairs.values()) - set(teacher_features))
+        if missing:
+            raise ValueError(f"teacher_features: no features for the teacher layers {missing} named in pairs; it has "
+                             f"{sorted(teacher_features)}")
+        self.pairs = dict(pairs)
+        self.features = tuple(self.pairs)
+        self.cache = {name: _as_features(teacher_features[name], name) for name in dict.fromkeys(pairs.values())}
+        self.weight = checks.non_negative(weight, "weight")
+
+    def setup(self, train: OnDevice, augment) -> None:
+        if augment is not None:
+            raise ValueError("augment: cannot be combined with cached teacher_features — they belong to the "
+                             "un-augmented images")
+        for name, rows in self.cache.items():
+            if len(rows) != len(train):
+                raise ValueError(f"teacher_features: {name!r} has {len(rows)} rows, expected one per training sample "
+                                 f"({len(train)})")
+        self.cache = {name: rows.to(train.device) for name, rows in self.cache.items()}
+
+    def teacher(self, batch: Batch, layer: str) -> torch.Tensor:
+        """The cached teacher features of ``layer`` for the samples of ``batch``."""
+        return self.cache[layer][batch.idx]
+
+    def extra_repr(self) -> str:
+        return f"pairs={self.pairs}, weight={self.weight}"
+
+
+class AttentionTransfer(FeatureObjective):
+    r"""Attention transfer (Zagoruyko & Komodakis 2017): :math:`\beta \sum_{\mathrm{pairs}}
+    \mathrm{mean}(Q(S) - Q(T))^2` with the paper's :math:`\beta = 1000` as ``weight``.
+
+    See :func:`kdtutor.losses.attention_transfer_loss`. Paired layers must have the same height and width; their
+    channel counts may differ.
+    """
+
+    def __init__(self, teacher_features: dict, pairs: dict, weight: float = 1000.0, p: float = 2.0):
+        super().__init__(teacher_features, pairs, weight)
+        self.p = checks.temperature(p, "p")
+
+    def forward(self, out: torch.Tensor, batch: Batch, features) -> torch.Tensor:
+        return self.weight * sum(attention_transfer_loss(features[s], self.teacher(batch, t), self.p)
+                                 for s, t in self.pairs.items())
+
+
+class FitNets(FeatureObjective):
+    r"""FitNets hints (Romero et al. 2015): :math:`w \sum_{\mathrm{pairs}} \frac{1}{2}\mathrm{mean}((r(s) -
+    t)^2)`, with one learned 1×1-convolution regressor :math:`r` per pair, trained with the student.
+
+    The regressors are built when ``fit`` attaches the objective to the student (their widths come from one
+    forward pass on two training images) and are trained by the same optimizer; they are not part of the student.
+    One stage, next to the other terms of the loss (the paper trained the hints first, in a stage of their own).
+    See :func:`kdtutor.losses.hint_loss`.
+    """
+
+    def __init__(self, teacher_features: dict, pairs: dict, weight: float = 1.0):
+        super().__init__(teacher_features, pairs, weight)
+        self.regressors = nn.ModuleDict()
+
+    def attach(self, model: nn.Module, train: OnDevice) -> None:
+        if len(self.regressors):
+            return  # already sized (a continued run)
+        x = next(train.batches(2)).x
+        was_training = model.training
+        model.eval()
+        with torch.no_grad(), record_activations(model, self.features) as acts:
+            model(x)
+        model.train(was_training)
+        for s, t in self.pairs.items():
+            _feature_maps_check(s, acts[s])
+            self.regressors[_key(s)] = nn.Conv2d(acts[s].shape[1], self.cache[t].shape[1], kernel_size=1)
+
+    def forward(self, out: torch.Tensor, batch: Batch, features) -> torch.Tensor:
+        return self.weight * sum(hint_loss(self.regressors[_key(s)](features[s]), self.teacher(batch, t))
+                                 for s, t in self.pairs.items())
+
+
+class Sum(Objective):
+    """The sum of several objectives, e.g. ``Sum(Distillation(...), AttentionTransfer(...))``: each term keeps its
+    own weights and settings; ``fit`` records the features any of them needs."""
+
+    def __init__(self, *terms: Objective):
+        super().__init__()
+        if not terms or not all(isinstance(t, Objective) for t in terms):
+            raise ValueError(f"terms: expected one or more Objective instances, got "
+                             f"{[type(t).__name__ for t in terms]}")
+        self.terms = nn.ModuleList(terms)
+        self.features = tuple(dict.fromkeys(name for t in terms for name in t.features))
+
+    @property
+    def labelled(self):  # the mask of the term that has one (fit checks the labels it covers)
+        return next((t.labelled for t in self.terms if t.labelled is not None), None)
+
+    def attach(self, model: nn.Module, train: OnDevice) -> None:
+        for t in self.terms:
+            t.attach(model, train)
+
+    def setup(self, train: OnDevice, augment) -> None:
+        for t in self.terms:
+            t.setup(train, augment)
+
+    def check(self, out: torch.Tensor, batch: Batch) -> None:
+        for t in self.terms:
+            t.check(out, batch)
+
+    def diagnose(self, batch: Batch) -> str | None:
+        return next((hint for t in self.terms if (hint := t.diagnose(batch))), None)
+
+    def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
+        return sum(t(out, batch, features) for t in self.terms)
+
+
+def _key(layer: str) -> str:
+    return layer.replace(".", "_")  # ModuleDict keys cannot hold dots
+
+
+def _feature_maps_check(layer: str, output) -> None:
+    if not torch.is_tensor(output) or output.ndim != 4:
+        raise ValueError(f"pairs: the student layer {layer!r} outputs {tuple(getattr(output, 'shape', ()))}; FitNets "
+                         "needs feature maps (batch, channels, height, width)")
+
+
+def _as_features(rows, name: str) -> torch.Tensor:
+    if not torch.is_tensor(rows) or not rows.is_floating_point() or rows.ndim < 2:
+        raise ValueError(f"teacher_features: {name!r} should be a floating-point tensor with one row per training "
+                         f"sample, got {getattr(rows, 'dtype', type(rows).__name__)} of shape "
+                         f"{tuple(getattr(rows, 'shape', ()))}")
+    return rows.detach().float()
 
 
 def _as_mask(mask) -> torch.Tensor:
