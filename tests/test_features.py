@@ -106,6 +106,18 @@ def test_dkd_terms_against_the_binary_and_non_target_distributions_written_out()
                                                    zip(ht.tolist(), hs.tolist(), strict=True)), rel=1e-4)
 
 
+def test_dkd_gradients_are_finite_and_match_kd_when_the_weights_recouple_it():
+    """With the non-target weight set to the teacher's 1 - p_t per row, DKD's terms are KD's (T^2 KL) again."""
+    s, v, y = _logits(8)
+    s.requires_grad_(True)
+    tckd, nckd, rest = dkd_terms(s, v, y, 4.0)
+    ((tckd + rest * nckd).mean() * 16).backward()
+    grad_split = s.grad.clone()
+    s.grad = None
+    kd.kd_loss(s, v, 4.0).backward()
+    assert torch.isfinite(grad_split).all() and torch.allclose(grad_split, s.grad, atol=1e-6)
+
+
 def test_dkd_loss_is_cross_entropy_plus_weighted_terms_and_survives_extreme_logits():
     s, v, y = _logits(5)
     tckd, nckd, _ = dkd_terms(s, v, y, 4.0)
@@ -153,13 +165,58 @@ def test_fitnets_sizes_its_regressors_from_the_student_and_trains_them(tiny):
     torch.manual_seed(0)
     student = kd.student_cnn()
     hints = FitNets(feats, dict(zip(STUDENT_LAYERS, TEACHER_LAYERS, strict=True)), weight=1.0)
-    history = kd.fit(student, train, loss=Sum(CrossEntropy(), hints), epochs=1, batch_size=16, device="cpu",
-                     verbose=False)
+    hints.attach(student, kd.data.OnDevice(train, "cpu"))
     conv = hints.regressors["features_2"]
     assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (8, 32, (1, 1))
     assert hints.regressors["features_5"].weight.shape == (64, 16, 1, 1)
+    before = conv.weight.detach().clone()
+    history = kd.fit(student, train, loss=Sum(CrossEntropy(), hints), epochs=1, batch_size=16, device="cpu",
+                     verbose=False)
+    assert hints.regressors["features_2"] is conv  # same widths: kept, and trained by fit's optimizer
+    assert not torch.equal(conv.weight, before)
     assert math.isfinite(history.train_loss[-1])
     assert not any(k.startswith("regressors") for k in student.state_dict())  # not part of the student
+    wider = kd.CNN(channels=(12, 16), hidden=0, batch_norm=False)
+    kd.fit(wider, train, loss=Sum(CrossEntropy(), hints), epochs=1, batch_size=16, device="cpu", verbose=False)
+    assert hints.regressors["features_2"].in_channels == 12  # another student: new regressors
+
+
+def test_fitnets_regressors_start_from_the_runs_seed(tiny):
+    train, _, feats = tiny
+    weights = []
+    for draws in (1, 7):
+        torch.manual_seed(0)
+        student = kd.student_cnn()
+        torch.rand(draws)  # a different global random state each time
+        hints = FitNets(feats, {"features.2": "features.3"})
+        kd.fit(student, train, loss=hints, epochs=1, batch_size=16, seed=3, device="cpu", verbose=False)
+        weights.append(hints.regressors["features_2"].weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+
+
+def _batch(train, idx):
+    return kd.data.Batch(train.tensors[0][idx], train.tensors[1][idx], idx)
+
+
+def test_feature_objectives_read_the_teacher_rows_of_the_batch(tiny):
+    """Each objective equals its loss function on the teacher's rows picked by the batch's sample indices."""
+    train, teacher, feats = tiny
+    idx = torch.tensor([7, 2, 30, 11])
+    student_feats = {"features.2": torch.randn(4, 8, 14, 14), "features.5": torch.randn(4, 16, 7, 7)}
+    pairs = dict(zip(STUDENT_LAYERS, TEACHER_LAYERS, strict=True))
+    at = AttentionTransfer(feats, pairs, weight=10.0)
+    expected = 10.0 * sum(attention_transfer_loss(student_feats[s], feats[t][idx]) for s, t in pairs.items())
+    assert at(torch.zeros(4, 10), _batch(train, idx), student_feats).item() == pytest.approx(expected.item())
+    hints = FitNets(feats, {"features.5": "features.7"}, weight=2.0)
+    hints.attach(kd.student_cnn(), kd.data.OnDevice(train, "cpu"))
+    r = hints.regressors["features_5"]
+    expected = 2.0 * hint_loss(r(student_feats["features.5"]), feats["features.7"][idx])
+    assert hints(torch.zeros(4, 10), _batch(train, idx), student_feats).item() == pytest.approx(expected.item())
+    logits = kd.compute_logits(teacher, train, verbose=False)
+    out = torch.randn(4, 10)
+    dkd = DecoupledKD(teacher_logits=logits, temperature=2, tckd_weight=0.5, nckd_weight=3)
+    expected = dkd_loss(out, logits[idx], train.tensors[1][idx], 2.0, 0.5, 3.0)
+    assert dkd(out, _batch(train, idx)).item() == pytest.approx(expected.item())
 
 
 def test_attention_transfer_and_kd_summed_through_fit(tiny):
@@ -181,16 +238,6 @@ def test_sum_adds_its_terms():
         2 * F.cross_entropy(out, y).item())
     with pytest.raises(ValueError, match="terms"):
         Sum()
-
-
-def test_decoupled_kd_objective_matches_the_loss(tiny):
-    train, teacher, _ = tiny
-    logits = kd.compute_logits(teacher, train, verbose=False)
-    objective = DecoupledKD(teacher_logits=logits, temperature=4, nckd_weight=8)
-    out, idx = torch.randn(5, 10), torch.arange(5)
-    batch = kd.data.Batch(torch.zeros(5, 1), train.tensors[1][idx], idx)
-    expected = dkd_loss(out, logits[idx], train.tensors[1][idx], 4.0, 1.0, 8.0)
-    assert objective(out, batch).item() == pytest.approx(expected.item())
 
 
 def test_feature_objectives_bad_input(tiny):

@@ -95,17 +95,17 @@ def dkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target
     :math:`1 - p_t`, so that :math:`\mathrm{KL}(p^{\mathcal{T}} \| p^{\mathcal{S}}) = \mathrm{TCKD} + (1 - p_t)
     \,\mathrm{NCKD}` row by row (Zhao et al. 2022, eq. 6)."""
     z_s, z_t = student_logits.float() / t, teacher_logits.float() / t
-    target = F.one_hot(targets.long(), z_s.shape[-1]).bool()
-    batch, classes = z_s.shape
+    y = targets.long().unsqueeze(-1)
+    target = torch.zeros_like(z_s, dtype=torch.bool).scatter_(-1, y, True)  # no boolean indexing: no host sync
 
-    def parts(z):  # log p_t, log(1 - p_t) and the log-distribution over the non-target classes
-        rest = z.masked_select(~target).view(batch, classes - 1)
+    def parts(z):  # log p_t, log(1 - p_t) and the log-distribution over the non-target classes (-inf at t)
+        rest = z.masked_fill(target, float("-inf"))
         log_all = torch.logsumexp(z, -1)
-        return z[target] - log_all, torch.logsumexp(rest, -1) - log_all, F.log_softmax(rest, -1)
+        return z.gather(-1, y).squeeze(-1) - log_all, torch.logsumexp(rest, -1) - log_all, F.log_softmax(rest, -1)
 
     (lt_s, lr_s, hat_s), (lt_t, lr_t, hat_t) = parts(z_s), parts(z_t)
     tckd = lt_t.exp() * (lt_t - lt_s) + lr_t.exp() * (lr_t - lr_s)
-    nckd = (hat_t.exp() * (hat_t - hat_s)).sum(-1)
+    nckd = (hat_t.exp() * (hat_t - hat_s)).masked_fill(target, 0.0).sum(-1)  # 0 * (-inf - -inf) at t
     return tckd, nckd, lr_t.exp()
 
 

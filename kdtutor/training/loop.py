@@ -81,7 +81,9 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     data = OnDevice(nonempty("train", train), device)
     val_data = OnDevice(nonempty("val", val), device) if val is not None else None
     model.to(device)
-    objective.attach(model, data)  # e.g. a FitNets regressor sized to the student's features
+    with torch.random.fork_rng(devices=[]):  # parameters an objective builds start from the run's seed
+        torch.manual_seed(cfg.seed)
+        objective.attach(model, data)  # e.g. a FitNets regressor sized to the student's features
     objective.to(device).setup(data, cfg.augment)
     labels = _label_ranges(data, val_data, objective.labelled)  # every label, checked once against the outputs
     params = [p for p in (*model.parameters(), *objective.parameters()) if p.requires_grad]

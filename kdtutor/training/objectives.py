@@ -324,7 +324,7 @@ class FeatureObjective(Objective):
                                  f"({len(train)})")
         self.cache = {name: rows.to(train.device) for name, rows in self.cache.items()}
 
-    def teacher(self, batch: Batch, layer: str) -> torch.Tensor:
+    def teacher_features(self, batch: Batch, layer: str) -> torch.Tensor:
         """The cached teacher features of ``layer`` for the samples of ``batch``."""
         return self.cache[layer][batch.idx]
 
@@ -345,7 +345,7 @@ class AttentionTransfer(FeatureObjective):
         self.p = checks.temperature(p, "p")
 
     def forward(self, out: torch.Tensor, batch: Batch, features) -> torch.Tensor:
-        return self.weight * sum(attention_transfer_loss(features[s], self.teacher(batch, t), self.p)
+        return self.weight * sum(attention_transfer_loss(features[s], self.teacher_features(batch, t), self.p)
                                  for s, t in self.pairs.items())
 
 
@@ -354,7 +354,9 @@ class FitNets(FeatureObjective):
     t)^2)`, with one learned 1×1-convolution regressor :math:`r` per pair, trained with the student.
 
     The regressors are built when ``fit`` attaches the objective to the student (their widths come from one
-    forward pass on two training images) and are trained by the same optimizer; they are not part of the student.
+    forward pass on two training images, in eval mode; their initial weights from ``fit``'s seed) and are trained
+    by the same optimizer; they are not part of the student. A second ``fit`` on a student of the same widths
+    continues with them; a student of other widths gets new ones.
     One stage, next to the other terms of the loss (the paper trained the hints first, in a stage of their own).
     See :func:`kdtutor.losses.hint_loss`.
     """
@@ -364,20 +366,24 @@ class FitNets(FeatureObjective):
         self.regressors = nn.ModuleDict()
 
     def attach(self, model: nn.Module, train: OnDevice) -> None:
-        if len(self.regressors):
-            return  # already sized (a continued run)
         x = next(train.batches(2)).x
         was_training = model.training
-        model.eval()
+        model.eval()  # one pass to read the widths: no BatchNorm statistics updated, no gradients
         with torch.no_grad(), record_activations(model, self.features) as acts:
             model(x)
         model.train(was_training)
-        for s, t in self.pairs.items():
+        widths = {}
+        for s in self.pairs:
             _feature_maps_check(s, acts[s])
-            self.regressors[_key(s)] = nn.Conv2d(acts[s].shape[1], self.cache[t].shape[1], kernel_size=1)
+            widths[s] = acts[s].shape[1]
+        if len(self.regressors) and all(self.regressors[_key(s)].in_channels == c for s, c in widths.items()):
+            return  # a continued run on the same student: keep the trained regressors
+        self.regressors = nn.ModuleDict({
+            _key(s): nn.Conv2d(c, self.cache[self.pairs[s]].shape[1], kernel_size=1) for s, c in widths.items()
+        })
 
     def forward(self, out: torch.Tensor, batch: Batch, features) -> torch.Tensor:
-        return self.weight * sum(hint_loss(self.regressors[_key(s)](features[s]), self.teacher(batch, t))
+        return self.weight * sum(hint_loss(self.regressors[_key(s)](features[s]), self.teacher_features(batch, t))
                                  for s, t in self.pairs.items())
 
 
