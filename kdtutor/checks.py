@@ -11,7 +11,8 @@ import math
 import torch
 
 __all__ = [
-    "alpha", "bad", "logits_pair", "non_negative", "number", "positive_int", "probability", "targets", "temperature",
+    "alpha", "bad", "feature_maps", "logits_pair", "non_negative", "number", "positive_int", "probability", "targets",
+    "temperature",
 ]
 
 
@@ -55,6 +56,13 @@ def probability(value, name: str) -> float:
 def alpha(value) -> float:
     """``alpha`` of the distillation loss: the weight of the soft-target term, in [0, 1]."""
     return probability(value, "alpha")
+
+
+def feature_maps(x, name: str) -> None:
+    """Floating-point feature maps of shape ``(batch, channels, height, width)``."""
+    if not torch.is_tensor(x) or x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"{name}: expected floating-point feature maps of shape (batch, channels, height, width), "
+                         f"got {getattr(x, 'dtype', type(x).__name__)} of shape {tuple(getattr(x, 'shape', ()))}")
 
 
 def logits_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:

@@ -253,6 +253,9 @@ def test_feature_objectives_bad_input(tiny):
     with pytest.raises(ValueError, match="augment"):
         kd.fit(kd.student_cnn(), train, loss=AttentionTransfer(feats, pairs), epochs=1, device="cpu",
                augment=kd.RandomShiftFlip(), verbose=False)
+    flat = FitNets(feats, {"features.1": "features.3"})  # an MLP's hidden layer is not a feature map
+    with pytest.raises(ValueError, match=r"pairs \(the output of student layer 'features.1'\).*\(2, 128\)"):
+        kd.fit(kd.MLP(hidden=(128,)), train, loss=Sum(CrossEntropy(), flat), epochs=1, device="cpu", verbose=False)
     crossed = {"features.2": "features.7"}  # 14 x 14 against 7 x 7
     with pytest.raises(ValueError, match=r"\(16, 64, 7, 7\).*\(16, 8, 14, 14\)"):
         kd.fit(kd.student_cnn(), train, loss=AttentionTransfer(feats, crossed), epochs=1, batch_size=16,

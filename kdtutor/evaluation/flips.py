@@ -56,7 +56,7 @@ def flip_table(old_pred, new_pred, targets, classes=None) -> list[dict]:
     for c, mask in [(names[k], y == k) for k in range(n_classes)] + [("all", torch.ones_like(y, dtype=torch.bool))]:
         right_old, right_new = (old == y) & mask, (new == y) & mask
         n = int(mask.sum())
-        negative, positive = int((right_old & ~right_new).sum()), int((~right_old & right_new & mask).sum())
+        negative, positive = int((right_old & ~right_new).sum()), int((~right_old & right_new).sum())
         rows.append({"class": c, "samples": n, "old_acc": int(right_old.sum()) / n if n else float("nan"),
                      "new_acc": int(right_new.sum()) / n if n else float("nan"), "negative_flips": negative,
                      "positive_flips": positive, "nfr": negative / n if n else float("nan")})

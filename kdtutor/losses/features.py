@@ -49,12 +49,6 @@ __all__ = [
 ]
 
 
-def _feature_maps(name: str, x: torch.Tensor) -> None:
-    if not torch.is_tensor(x) or x.ndim != 4 or not x.is_floating_point():
-        raise ValueError(f"{name}: expected floating-point feature maps of shape (batch, channels, height, width), "
-                         f"got {getattr(x, 'dtype', type(x).__name__)} of shape {tuple(getattr(x, 'shape', ()))}")
-
-
 def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
     r"""FitNets: :math:`\frac{1}{2}\mathrm{mean}((s - t)^2)` of the student's (regressed) and the teacher's features.
 
@@ -72,7 +66,7 @@ def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
 
     ``features``: ``B x C x H x W``; returns ``B x (H*W)``, each row of unit length.
     """
-    _feature_maps("features", features)
+    checks.feature_maps(features, "features")
     p = checks.temperature(p, "p")  # a positive finite exponent
     return F.normalize(features.float().abs().pow(p).mean(1).flatten(1), dim=1)
 
@@ -80,8 +74,8 @@ def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
 def attention_transfer_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
                             p: float = 2.0) -> torch.Tensor:
     r"""Attention transfer: :math:`\mathrm{mean}_{b,i}(Q(S) - Q(T))^2`; channel counts may differ, sizes may not."""
-    _feature_maps("student_features", student_features)
-    _feature_maps("teacher_features", teacher_features)
+    checks.feature_maps(student_features, "student_features")
+    checks.feature_maps(teacher_features, "teacher_features")
     s, t = student_features.shape, teacher_features.shape
     if s[0] != t[0] or s[2:] != t[2:]:
         raise ValueError(f"teacher_features: shape {tuple(t)} does not match student_features {tuple(s)} in batch "

@@ -374,7 +374,7 @@ class FitNets(FeatureObjective):
         model.train(was_training)
         widths = {}
         for s in self.pairs:
-            _feature_maps_check(s, acts[s])
+            checks.feature_maps(acts[s], f"pairs (the output of student layer {s!r})")
             widths[s] = acts[s].shape[1]
         if len(self.regressors) and all(self.regressors[_key(s)].in_channels == c for s, c in widths.items()):
             return  # a continued run on the same student: keep the trained regressors
@@ -424,12 +424,6 @@ class Sum(Objective):
 
 def _key(layer: str) -> str:
     return layer.replace(".", "_")  # ModuleDict keys cannot hold dots
-
-
-def _feature_maps_check(layer: str, output) -> None:
-    if not torch.is_tensor(output) or output.ndim != 4:
-        raise ValueError(f"pairs: the student layer {layer!r} outputs {tuple(getattr(output, 'shape', ()))}; FitNets "
-                         "needs feature maps (batch, channels, height, width)")
 
 
 def _as_features(rows, name: str) -> torch.Tensor:
