@@ -94,15 +94,21 @@ def save(model: nn.Module, path: str | os.PathLike, **metadata) -> Path:
     Metadata holds plain values — numbers, strings, booleans, None, lists, tuples, dicts with string keys, tensors
     — so that :func:`load` can read it back with ``weights_only=True``. NumPy scalars and arrays are converted to
     Python numbers and lists, a :class:`~kdtutor.training.History` (anything with ``as_dict()``) to its columns,
-    and a path to its string; anything else is refused here, at save time, naming the key.
+    and a path to its string; anything else is refused here, at save time, naming the key. Weights are stored in
+    the standard (contiguous) layout, whatever the memory format they were trained in.
+
+    Under ``torchrun`` (several processes, see :mod:`kdtutor.training.distributed`) every process runs the script,
+    but only rank 0 writes; the others return ``path`` at once, without writing or waiting.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"path: {path} is a directory; give a file name such as {path / 'model.pt'}")
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+        return path
     payload = {
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "metadata": {key: _plain(value, key) for key, value in metadata.items()},
         "arch": _architecture_name(model),
         "config": _plain(getattr(model, "config", None), "config"),

@@ -290,3 +290,23 @@ def test_training_data_is_moved_to_cuda_once_per_fit(small, monkeypatch):
     calls = count_transfers(monkeypatch, len(train))
     kd.fit(mlp(), train, epochs=3, val=val, device="cuda", verbose=False)
     assert len(calls) == 2
+
+
+def test_channels_last_changes_the_layout_not_the_result(small):
+    train, val = small
+    sub = Subset(train, range(512))
+    trained = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        student, teacher = kd.student_cnn(), kd.CNN(channels=(4, 8), hidden=0, batch_norm=True)
+        kd.fit(student, sub, epochs=2, teacher=teacher, verbose=False, device="cpu", channels_last=channels_last)
+        for net in (student, teacher):  # the second convolution (the first has one input channel: either layout)
+            conv = [m for m in net.modules() if isinstance(m, nn.Conv2d)][1].weight
+            assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+        trained.append(student)
+    for a, b in zip(trained[0].parameters(), trained[1].parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-4)  # the same training, up to the rounding of other kernels
+    data = kdevice.OnDevice(TensorDataset(torch.randn(4, 3, 8, 8), torch.zeros(4)), "cpu", channels_last=True)
+    assert data.tensors[0].is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="channels_last"):
+        kd.TrainConfig(channels_last="yes")

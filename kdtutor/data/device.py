@@ -3,8 +3,8 @@
 :class:`OnDevice` holds a dataset's tensors on the training device. A :class:`~torch.utils.data.TensorDataset` —
 what every loader of :mod:`kdtutor.data` returns — and a ``Subset`` of one are moved with one copy per tensor;
 :func:`~kdtutor.data.move` is the only place where that copy happens (the tests count its calls). Any other map-style
-dataset (e.g. a torchvision dataset with per-sample random transforms) is not copied: it is read through a
-``DataLoader`` every epoch, so its transforms stay random.
+dataset (e.g. a torchvision dataset with per-sample random transforms) is not copied: its samples are read and
+stacked batch by batch every epoch, so its transforms stay random.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _tensors(data: Dataset) -> tuple[torch.Tensor, ...] | None:
 
 
 def _check_sample(data: Dataset) -> None:
-    """A map-style dataset read through a DataLoader must give (tensor or array, integer label) pairs."""
+    """A map-style dataset read sample by sample must give (tensor or array, integer label) pairs."""
     if len(data) == 0:
         return
     sample = data[0]
@@ -77,24 +77,28 @@ class OnDevice:
 
     ``OnDevice(train, device)`` copies an in-memory dataset once; iterate with ``batches(batch_size, generator)``
     (shuffled with a device-side permutation when a generator is given, in order otherwise). Passing an
-    ``OnDevice`` where a dataset is expected reuses it without another copy.
+    ``OnDevice`` where a dataset is expected reuses it without another copy. ``channels_last=True`` stores images
+    in the channels-last memory format (see :class:`~kdtutor.training.TrainConfig`).
     """
 
-    def __init__(self, data: Dataset, device: torch.device | str):
+    def __init__(self, data: Dataset, device: torch.device | str, channels_last: bool = False):
         self.device = torch.device(device)
         self.data = data
         if isinstance(data, OnDevice):
             self.data, self.tensors = data.data, data.tensors
             if data.device != self.device:
                 self.tensors = tuple(move(t, self.device) for t in data.tensors)
-            return
-        tensors = _tensors(data)
-        if tensors is None:
-            _check_sample(data)
-        elif len(tensors) < 2 or any(len(t) != len(tensors[0]) for t in tensors[:2]):
-            raise ValueError(f"data: expected a TensorDataset of (inputs, labels) with one label per input, got "
-                             f"tensors of shapes {[tuple(t.shape) for t in tensors]}")
-        self.tensors = None if tensors is None else tuple(move(t, self.device) for t in tensors[:2])
+        else:
+            tensors = _tensors(data)
+            if tensors is None:
+                _check_sample(data)
+            elif len(tensors) < 2 or any(len(t) != len(tensors[0]) for t in tensors[:2]):
+                raise ValueError(f"data: expected a TensorDataset of (inputs, labels) with one label per input, got "
+                                 f"tensors of shapes {[tuple(t.shape) for t in tensors]}")
+            self.tensors = None if tensors is None else tuple(move(t, self.device) for t in tensors[:2])
+        if channels_last and self.tensors is not None and self.tensors[0].ndim == 4:
+            x, y = self.tensors  # images stored N x H x W x C in memory (the shape stays N x C x H x W)
+            self.tensors = (x.contiguous(memory_format=torch.channels_last), y)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -110,33 +114,39 @@ class OnDevice:
         """A seeded generator for :meth:`batches`: on the device for in-memory data, on the host otherwise."""
         return torch.Generator(self.device if self.tensors is not None else "cpu").manual_seed(seed)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None, drop_single: bool = False):
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, drop_single: bool = False,
+                rank: int = 0, world_size: int = 1):
         """Yield :class:`Batch` objects on the device, shuffled by ``generator`` (from :meth:`generator`).
 
         ``drop_single`` skips a final batch of one sample when shuffling (BatchNorm cannot train on it).
+
+        **Shards.** With ``world_size`` processes (distributed training), every process draws the same order (the
+        same seed) and cuts it into *global* batches of ``batch_size * world_size`` samples; process ``rank`` takes
+        its part of each (``tensor_split``: parts differ by at most one sample). So every process takes the same
+        number of steps, the parts are disjoint, and together they cover the epoch — except that, with
+        ``drop_single``, a last global batch too small to give every process two samples is skipped. Sample
+        indices stay global (they look up cached teacher logits).
         """
         n = len(self)
-        if self.tensors is None:
-            yield from self._loader_batches(batch_size, generator, drop_single)
-            return
-        x_all, y_all = self.tensors
+        device = self.device if self.tensors is not None else torch.device("cpu")
         if generator is not None:
-            order = torch.randperm(n, generator=generator, device=self.device)
+            order = torch.randperm(n, generator=generator, device=device)
         else:
-            order = torch.arange(n, device=self.device)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            if drop_single and len(idx) < 2 < n:
+            order = torch.arange(n, device=device)
+        step = batch_size * world_size
+        for start in range(0, n, step):
+            idx = order[start:start + step]
+            if drop_single and len(idx) < 2 * world_size and n > 2:
                 break
-            yield Batch(x_all[idx], y_all[idx], idx)
+            if world_size > 1:
+                idx = idx.tensor_split(world_size)[rank]
+            yield self._fetch(idx)
 
-    def _loader_batches(self, batch_size, generator, drop_single):
-        loader = DataLoader(range(len(self)), batch_size=batch_size, shuffle=generator is not None,
-                            generator=generator)
-        for idx in loader:
-            if drop_single and len(idx) < 2 < len(self):
-                break
-            samples = [self.data[int(i)] for i in idx]
-            x = torch.stack([torch.as_tensor(s[0]) for s in samples]).to(self.device)
-            y = torch.as_tensor([int(s[1]) for s in samples], dtype=torch.int64, device=self.device)
-            yield Batch(x, y, idx.to(self.device))
+    def _fetch(self, idx: torch.Tensor) -> Batch:
+        if self.tensors is not None:
+            x_all, y_all = self.tensors
+            return Batch(x_all[idx], y_all[idx], idx)
+        samples = [self.data[int(i)] for i in idx]
+        x = torch.stack([torch.as_tensor(s[0]) for s in samples]).to(self.device)
+        y = torch.as_tensor([int(s[1]) for s in samples], dtype=torch.int64, device=self.device)
+        return Batch(x, y, idx.to(self.device))

@@ -34,6 +34,7 @@ class TrainConfig:
     amp: bool = True                       # mixed precision on CUDA; ignored on CPU and MPS
     amp_dtype: torch.dtype | None = None   # None: bf16 where the GPU has it natively, else fp16 + GradScaler
     check_every: int = 50                  # steps between checks for a non-finite loss (each check syncs once)
+    channels_last: bool = False           # convolutions on images stored N x H x W x C: about 2x faster on CPU
 
     def __post_init__(self):
         checks.positive_int("epochs", self.epochs)
@@ -57,6 +58,8 @@ class TrainConfig:
             raise checks.bad("augment", "a callable on a batch tensor, or None", self.augment)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise checks.bad("seed", "an integer", self.seed)
+        if not isinstance(self.channels_last, bool):
+            raise checks.bad("channels_last", "True or False", self.channels_last)
         if self.amp_dtype not in (None, torch.bfloat16, torch.float16):
             raise checks.bad("amp_dtype", "None, torch.bfloat16 or torch.float16", self.amp_dtype)
 

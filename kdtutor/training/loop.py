@@ -38,12 +38,13 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from kdtutor.data import OnDevice, nonempty
 from kdtutor.evaluation import evaluate
 from kdtutor.models import record_activations
 from kdtutor.progress import bar
+from kdtutor.training import distributed
 from kdtutor.training.config import TrainConfig
 from kdtutor.training.objectives import CrossEntropy, Distillation, Objective
 
@@ -78,24 +79,32 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     device = torch.device(device) if device is not None else default_device()
-    data = OnDevice(nonempty("train", train), device)
-    val_data = OnDevice(nonempty("val", val), device) if val is not None else None
+    procs = distributed.group(device)  # one process, or this one's place among torchrun's (module docstring)
+    device, verbose = procs.device, verbose and procs.rank == 0
+    data = OnDevice(nonempty("train", train), device, cfg.channels_last)
+    val_data = OnDevice(nonempty("val", val), device, cfg.channels_last) if val is not None else None
     model.to(device)
     with torch.random.fork_rng(devices=[]):  # parameters an objective builds start from the run's seed
         torch.manual_seed(cfg.seed)
         objective.attach(model, data)  # e.g. a FitNets regressor sized to the student's features
     objective.to(device).setup(data, cfg.augment)
+    if cfg.channels_last:  # convolutions in the channels-last layout: the student's, and an online teacher's
+        for net in (model, getattr(objective, "teacher", None)):
+            if isinstance(net, nn.Module):
+                net.to(memory_format=torch.channels_last)
+    procs.broadcast(objective)  # e.g. the same FitNets regressors on every process
     labels = _label_ranges(data, val_data, objective.labelled)  # every label, checked once against the outputs
     params = [p for p in (*model.parameters(), *objective.parameters()) if p.requires_grad]
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"model: has no trainable parameters ({type(model).__name__}); nothing for fit to train")
-    steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
-    opt, sched = _optimizer(cfg, params, steps=cfg.epochs * steps_per_epoch)
+    steps_per_epoch = math.ceil(len(data) / (cfg.batch_size * procs.world_size))
+    opt, sched = _optimizer(cfg, params, steps=cfg.epochs * steps_per_epoch, fused=device.type == "cuda")
     amp_dtype = _amp_dtype(device, cfg)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    torch.manual_seed(cfg.seed)
-    shuffle = data.generator(cfg.seed)
+    net = procs.wrap(model)  # called in training steps: the model, or DistributedDataParallel around it
+    torch.manual_seed(cfg.seed + procs.rank)  # dropout and augmentation differ between processes
+    shuffle = data.generator(cfg.seed)  # the same order on every process, which takes its own part of each batch
     history = history if history is not None else History()
     history.interrupted = False
     first = history.epoch[-1] + 1 if history.epoch else 1
@@ -103,19 +112,20 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     hooks = record_activations(model, objective.features) if objective.features else nullcontext({})
     good = _Snapshot(model, objective)  # the weights at the start of the epoch, restored if training diverges
     try:
-        with hooks as features:
+        with hooks as features, procs.catch_interrupts():
             for epoch in range(first, last + 1):
                 good.take()
                 model.train()
                 objective.train()
-                start, step, stats = time.perf_counter(), 0, _EpochStats(device, epoch, cfg.check_every)
-                batches = bar(data.batches(cfg.batch_size, shuffle, drop_single=True), total=steps_per_epoch,
-                              desc=f"epoch {epoch}", verbose=verbose, delay=2, leave=False)  # long epochs only
+                start, step, stats = time.perf_counter(), 0, _EpochStats(procs, epoch, cfg.check_every)
+                batches = bar(data.batches(cfg.batch_size, shuffle, True, procs.rank, procs.world_size),
+                              total=steps_per_epoch, desc=f"epoch {epoch}", verbose=verbose, delay=2,
+                              leave=False)  # long epochs only
                 for step, batch in enumerate(batches, start=1):
                     if cfg.augment is not None:
                         batch = batch._replace(x=cfg.augment(batch.x))
                     with autocast():
-                        out = model(batch.x)
+                        out = net(batch.x)
                         if not checked:  # shapes and labels, once (the only host sync before the first check)
                             _check_outputs(out, labels)
                             objective.check(out, batch)
@@ -123,20 +133,23 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
                         value = objective(out, batch, features)
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(value).backward()
+                    procs.average_gradients(objective.parameters())
                     scaler.step(opt)
                     scaler.update()
                     sched.step()
                     stats.add(value, out, batch.y, step)
-                stats.close(step)
+                stats.close(step, last=True)
                 _check_weights(params, epoch)
-                val_acc = evaluate(model, val_data) if val_data is not None else float("nan")
+                procs.broadcast(model)  # rank 0's BatchNorm statistics everywhere (the weights already agree)
+                val_acc = _validate(model, val_data, procs) if val_data is not None else float("nan")
                 history.add(epoch, stats, val_acc, opt.param_groups[0]["lr"], time.perf_counter() - start)
                 if verbose:
                     print(history.line(last), flush=True)
     except KeyboardInterrupt:
         history.interrupted = True
-        print(f"Interrupted in epoch {epoch}, step {step}: the model keeps the weights trained so far; the history "
-              f"holds the {len(history)} completed epoch(s).", flush=True)
+        if procs.rank == 0:
+            print(f"Interrupted in epoch {epoch}, step {step}: the model keeps the weights trained so far; the "
+                  f"history holds the {len(history)} completed epoch(s).", flush=True)
     except FloatingPointError as err:
         good.restore()
         hint = objective.diagnose(batch) if batch is not None else None
@@ -212,9 +225,10 @@ def _check_outputs(out: torch.Tensor, labels: dict[str, tuple[int, int]]) -> Non
                              f"got labels from {low} to {high}")
 
 
-def _optimizer(cfg: TrainConfig, params, steps: int):
+def _optimizer(cfg: TrainConfig, params, steps: int, fused: bool = False):
+    """The optimizer and its schedule; ``fused`` (on CUDA) makes AdamW update every parameter in one kernel."""
     if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     else:
         momentum = 0.9 if cfg.momentum is None else cfg.momentum
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay,
@@ -243,12 +257,16 @@ def _amp_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
 
 
 class _EpochStats:
-    """Loss and accuracy summed on the device; losses checked for NaN/inf every ``check_every`` steps."""
+    """Loss and accuracy summed on the device; losses checked for NaN/inf every ``check_every`` steps.
 
-    def __init__(self, device, epoch: int, check_every: int):
-        self.epoch, self.check_every, self.window = epoch, check_every, []
-        self.loss_sum = torch.zeros((), device=device)
-        self.correct = torch.zeros((), device=device, dtype=torch.int64)
+    With several processes each check is agreed on by all of them (one small all-reduce), so that a non-finite loss
+    or a Ctrl-C on one process stops every process at the same step, and the epoch's sums are added up at its end.
+    """
+
+    def __init__(self, procs: distributed.Group, epoch: int, check_every: int):
+        self.procs, self.epoch, self.check_every, self.window = procs, epoch, check_every, []
+        self.loss_sum = torch.zeros((), device=procs.device)
+        self.correct = torch.zeros((), device=procs.device, dtype=torch.int64)
         self.seen, self.steps = 0, 0
 
     def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, step: int) -> None:
@@ -258,19 +276,34 @@ class _EpochStats:
         if len(self.window) == self.check_every:
             self.close(step)
 
-    def close(self, step: int) -> None:
-        if self.window:
-            losses = torch.stack(self.window)
-            finite = torch.isfinite(losses)
-            if not bool(finite.all()):
-                first = int((~finite).nonzero()[0])
-                bad_step = step - len(self.window) + 1 + first
-                raise FloatingPointError(f"loss became {losses[first].item()} at epoch {self.epoch}, step {bad_step}; "
-                                         "lower the learning rate or check the inputs (training stopped)")
-            self.loss_sum += losses.sum()
-            self.steps += len(self.window)
-            self.window = []
-
+    def close(self, step: int, last: bool = False) -> None:
+        """Check the losses since the last check; at the epoch's ``last`` step, also add up the processes' sums."""
+        if not self.window and not (last and self.procs.distributed):
+            return
+        losses = torch.stack(self.window) if self.window else torch.zeros(0, device=self.procs.device)
+        finite = torch.isfinite(losses)
+        here = not bool(finite.all())
+        anywhere, stop = self.procs.agree(here, self.procs.interrupted)
+        if here:
+            first = int((~finite).nonzero()[0])
+            bad_step = step - len(self.window) + 1 + first
+            where = f" on rank {self.procs.rank}" if self.procs.distributed else ""
+            raise FloatingPointError(f"loss became {losses[first].item()}{where} at epoch {self.epoch}, step "
+                                     f"{bad_step}; lower the learning rate or check the inputs (training stopped)")
+        if anywhere:
+            raise FloatingPointError(f"loss became non-finite on another rank by epoch {self.epoch}, step {step}; "
+                                     "lower the learning rate or check the inputs (training stopped on every rank)")
+        if stop:
+            raise KeyboardInterrupt
+        self.loss_sum += losses.sum()
+        self.steps += len(self.window)
+        self.window = []
+        if last and self.procs.distributed:
+            total = self.procs.sum(torch.stack([self.loss_sum.double(), self.correct.double(),
+                                                torch.tensor(float(self.seen), device=self.procs.device),
+                                                torch.tensor(float(self.steps), device=self.procs.device)]))
+            self.loss_sum, self.correct = total[0], total[1]
+            self.seen, self.steps = int(total[2]), int(total[3])
 
 class _Snapshot:
     """A copy of the model's (and the objective's) weights, taken at the start of each epoch."""
@@ -285,6 +318,18 @@ class _Snapshot:
         if self.states is not None:
             for module, state in zip(self.modules, self.states, strict=True):
                 module.load_state_dict(state)
+
+
+def _validate(model: nn.Module, val_data: OnDevice, procs: distributed.Group) -> float:
+    """Validation accuracy; with several processes, each evaluates its part of the set and the counts are added."""
+    if not procs.distributed:
+        return evaluate(model, val_data)
+    part = torch.arange(len(val_data)).tensor_split(procs.world_size)[procs.rank]
+    counts = torch.zeros(2)
+    if len(part):
+        counts = torch.tensor([evaluate(model, Subset(val_data.data, part.tolist())) * len(part), len(part)])
+    correct, total = procs.sum(counts).tolist()
+    return correct / total
 
 
 def _check_weights(params: list[torch.Tensor], epoch: int) -> None:
