@@ -105,14 +105,14 @@ def save(model: nn.Module, path: str | os.PathLike, **metadata) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"path: {path} is a directory; give a file name such as {path / 'model.pt'}")
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
-        return path
     payload = {
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "metadata": {key: _plain(value, key) for key, value in metadata.items()},
         "arch": _architecture_name(model),
         "config": _plain(getattr(model, "config", None), "config"),
-    }
+    }  # built (and checked) on every process, written by one
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+        return path
     return write_verified(path, payload)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 import kdtutor as kd
 from kdtutor.training.distributed import group
 
@@ -22,12 +24,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--global-batch", type=int, default=512, help="samples per step, over all processes")
-    parser.add_argument("--lr", type=float, default=4e-3, help="for the global batch")
+    parser.add_argument("--lr", type=float, default=8e-3, help="for the global batch")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: a GPU per process if there is one)")
     parser.add_argument("--limit", type=int, default=None, help="train on the first N images of the split only")
     parser.add_argument("--out", type=Path, default=Path("students/small_cnn_ddp.pt"))
     args = parser.parse_args()
 
-    procs = group(kd.default_device())  # starts the process group under torchrun (fit would, too)
+    procs = group(torch.device(args.device) if args.device else kd.default_device())  # (fit would start it too)
     train, test = kd.load_fashion_mnist()
     train, val = kd.book_split(train)
     if args.limit:
@@ -41,7 +44,7 @@ def main() -> None:
     student = kd.student_cnn()
     batch = max(1, args.global_batch // procs.world_size)  # per process: the global batch is batch x processes
     history = kd.fit(student, train, epochs=args.epochs, batch_size=batch, lr=args.lr, channels_last=True,
-                     teacher_logits=logits, temperature=4, alpha=0.9, val=val)
+                     teacher_logits=logits, temperature=4, alpha=0.9, val=val, device=procs.device)
     accuracy = kd.evaluate(student, test)
     kd.save(student, args.out, history=history, test_acc=accuracy)  # rank 0 writes
     if procs.rank == 0:

@@ -8,6 +8,7 @@
 
 import io
 import json
+import math
 import os
 import signal
 import sys
@@ -61,16 +62,18 @@ def main(folder: Path) -> None:
     objective.seen = []
     printed = io.StringIO()
     with redirect_stdout(printed):
-        history = kd.fit(model, train, epochs=3, batch_size=PER_RANK_BATCH, lr=3e-3, loss=objective, val=val)
+        history = kd.fit(model, train, epochs=3, batch_size=PER_RANK_BATCH, lr=3e-3, loss=objective, val=val,
+                         device="cpu")
     result["normal"] = {"history": history.as_dict(), "seen": objective.seen, "printed": printed.getvalue(),
                         "weights": [p.detach().flatten().tolist() for p in model.parameters()]}
 
     for fault in ("nan", "interrupt"):
         torch.manual_seed(0)
-        model = Faulty(fault, at=len(train) // (2 * PER_RANK_BATCH) + 3)  # the third step of epoch 2
+        # the fourth step of epoch 2: a check step (check_every=2), so only rank 1 has seen a bad loss by then
+        model = Faulty(fault, at=math.ceil(len(train) / (2 * PER_RANK_BATCH)) + 4)
         try:
             history = kd.fit(model, train, epochs=3, batch_size=PER_RANK_BATCH, lr=3e-3, check_every=2,
-                             verbose=False)
+                             verbose=False, device="cpu")
             result[fault] = {"raised": None, "epochs": len(history), "interrupted": history.interrupted}
         except FloatingPointError as err:
             result[fault] = {"raised": str(err), "epochs": len(err.history), "interrupted": err.history.interrupted}

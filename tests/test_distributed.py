@@ -50,7 +50,8 @@ def test_shards_are_disjoint_complete_and_equal_in_steps():
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1]),
+           "CUDA_VISIBLE_DEVICES": ""}  # two CPU processes on gloo, on any machine
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
                           str(WORKER), str(folder)], env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -63,7 +64,7 @@ def test_two_processes_train_like_one_with_the_global_batch(ranks):
     torch.manual_seed(0)
     model = kd.MLP(in_features=20, hidden=(32,), num_classes=4)
     one = kd.fit(model, train, epochs=3, batch_size=PER_RANK_BATCH * WORLD, lr=3e-3, val=val, verbose=False,
-                 loss=kd.Distillation(teacher_logits=logits, temperature=2.0, alpha=0.5))
+                 device="cpu", loss=kd.Distillation(teacher_logits=logits, temperature=2.0, alpha=0.5))
     for r in (r0, r1):
         same = {k: v for k, v in r["normal"]["history"].items() if k != "seconds"}
         assert same == {k: v for k, v in r0["normal"]["history"].items() if k != "seconds"}  # one history
@@ -100,9 +101,23 @@ def test_the_torchrun_example_script_runs_on_two_processes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KDTUTOR_CACHE": str(tmp_path / "cache")}
     script = Path(__file__).parents[1] / "scripts" / "distill_ddp.py"
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-                          str(script), "--epochs", "1", "--limit", "1000", "--out", str(tmp_path / "s.pt")],
+                          str(script), "--epochs", "1", "--limit", "1000", "--global-batch", "128", "--lr", "2e-3",
+                          "--device", "cpu", "--out", str(tmp_path / "s.pt")],
                          env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert run.stdout.count("2 process(es), global batch 512") == 1  # rank 0 alone reports
+    assert run.stdout.count("2 process(es), global batch 128") == 1  # rank 0 alone reports
     _, meta = kd.load(tmp_path / "s.pt")
     assert 0.2 < meta["test_acc"] < 1 and len(meta["history"]["epoch"]) == 1
+
+
+def test_a_map_style_dataset_keeps_the_dataloaders_seeded_order():
+    """Datasets that are not tensors are read sample by sample, in the order a seeded DataLoader draws."""
+    samples = [(torch.full((2,), float(i)), i % 3) for i in range(10)]
+    data = OnDevice(samples, "cpu")
+    assert data.tensors is None
+    mine, reference = data.generator(0), torch.Generator().manual_seed(0)
+    loader = torch.utils.data.DataLoader(range(10), batch_size=4, shuffle=True, generator=reference)
+    for _ in range(2):  # two epochs: the generator advances the same way
+        expected = [idx.tolist() for idx in loader]
+        got = [b.idx.tolist() for b in data.batches(4, mine)]
+        assert got == expected

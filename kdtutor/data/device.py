@@ -128,11 +128,13 @@ class OnDevice:
         indices stay global (they look up cached teacher logits).
         """
         n = len(self)
-        device = self.device if self.tensors is not None else torch.device("cpu")
-        if generator is not None:
-            order = torch.randperm(n, generator=generator, device=device)
+        if self.tensors is None:  # the order a DataLoader over the indices draws (as kdtutor always did)
+            loader = DataLoader(range(n), batch_size=n, shuffle=generator is not None, generator=generator)
+            order = torch.cat(list(loader))
+        elif generator is not None:
+            order = torch.randperm(n, generator=generator, device=self.device)
         else:
-            order = torch.arange(n, device=device)
+            order = torch.arange(n, device=self.device)
         step = batch_size * world_size
         for start in range(0, n, step):
             idx = order[start:start + step]

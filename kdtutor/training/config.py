@@ -35,6 +35,7 @@ class TrainConfig:
     amp_dtype: torch.dtype | None = None   # None: bf16 where the GPU has it natively, else fp16 + GradScaler
     check_every: int = 50                  # steps between checks for a non-finite loss (each check syncs once)
     channels_last: bool = False           # convolutions on images stored N x H x W x C: about 2x faster on CPU
+    #                                        (converts the student and an online teacher in place; values unchanged)
 
     def __post_init__(self):
         checks.positive_int("epochs", self.epochs)

@@ -16,11 +16,18 @@ A script that calls ``fit`` runs unchanged on several GPUs (or CPU processes) wi
   is ``batch_size`` × the number of processes, so scale the learning rate with it (or divide ``batch_size``);
   sample indices stay global, so cached teacher logits are looked up as in one process;
 * adds up the losses, accuracies and validation counts of all processes (:meth:`Group.sum`), so every process
-  returns the same :class:`~kdtutor.training.History`; only rank 0 prints, and :func:`kdtutor.checkpoint.save`
-  writes only on rank 0;
+  returns the same :class:`~kdtutor.training.History` (but for ``seconds``, which each measures); only rank 0
+  prints, and :func:`kdtutor.checkpoint.save` writes only on rank 0;
 * stops every process together: the non-finite-loss check (every ``check_every`` steps) and Ctrl-C (caught under
   ``torchrun`` and read at that check) are agreed on by all processes, so one process never waits for another
-  that has stopped.
+  that has stopped. (``torchrun`` itself forwards Ctrl-C to every process and kills them 30 seconds later: the
+  check, the epoch's validation and your script's save must fit in that time.)
+
+**BatchNorm.** Each process normalizes with the statistics of its own part of the batch (so a model with
+BatchNorm does not train exactly as one process with the global batch would; a model without it does, up to
+rounding — the tests check this), and the running statistics kept for evaluation are rank 0's, copied to every
+process after each epoch. For statistics over the global batch, convert the model first with
+:meth:`torch.nn.SyncBatchNorm.convert_sync_batchnorm` (on GPUs).
 
 In one process (no ``torchrun``) none of this happens: :func:`group` returns a group of one.
 """
@@ -59,12 +66,15 @@ class Group:
         if self.distributed:
             dist.barrier()
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The model to call in training steps: ``model`` itself, or a DistributedDataParallel around it."""
+    def wrap(self, model: nn.Module, some_unused: bool = False) -> nn.Module:
+        """The model to call in training steps: ``model`` itself, or a DistributedDataParallel around it.
+
+        ``some_unused``: the loss may not reach every parameter (an objective that reads intermediate features, such
+        as FitNets alone, leaves the classifier without gradients); DDP then looks for them after every backward."""
         if not self.distributed:
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=some_unused)
 
     def broadcast(self, module: nn.Module) -> None:
         """Give every process rank 0's parameters and buffers (e.g. BatchNorm statistics at the end of an epoch)."""
@@ -118,7 +128,12 @@ def group(device: torch.device) -> Group:
     if not dist.is_available() or (not dist.is_initialized() and world <= 1):
         return Group(device=device)
     if device.type == "cuda":  # one GPU per process
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", device.index or 0)))
+        local = int(os.environ.get("LOCAL_RANK", device.index or 0))
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"device: process {local} on this machine needs cuda:{local}, but there are "
+                             f"{torch.cuda.device_count()} GPUs; start at most that many processes per machine "
+                             "(torchrun --nproc_per_node), or pass device='cpu'")
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

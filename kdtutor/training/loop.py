@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from kdtutor.data import OnDevice, nonempty
 from kdtutor.evaluation import evaluate
@@ -102,7 +102,7 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     amp_dtype = _amp_dtype(device, cfg)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    net = procs.wrap(model)  # called in training steps: the model, or DistributedDataParallel around it
+    net = procs.wrap(model, some_unused=bool(objective.features))  # the model, or DDP around it
     torch.manual_seed(cfg.seed + procs.rank)  # dropout and augmentation differ between processes
     shuffle = data.generator(cfg.seed)  # the same order on every process, which takes its own part of each batch
     history = history if history is not None else History()
@@ -145,6 +145,8 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
                 history.add(epoch, stats, val_acc, opt.param_groups[0]["lr"], time.perf_counter() - start)
                 if verbose:
                     print(history.line(last), flush=True)
+            if procs.agree(procs.interrupted)[0]:  # a Ctrl-C after the last check: not lost, the run is complete
+                history.interrupted = True
     except KeyboardInterrupt:
         history.interrupted = True
         if procs.rank == 0:
@@ -327,7 +329,9 @@ def _validate(model: nn.Module, val_data: OnDevice, procs: distributed.Group) ->
     part = torch.arange(len(val_data)).tensor_split(procs.world_size)[procs.rank]
     counts = torch.zeros(2)
     if len(part):
-        counts = torch.tensor([evaluate(model, Subset(val_data.data, part.tolist())) * len(part), len(part)])
+        shard = Subset(val_data.data, part.tolist()) if val_data.tensors is None else \
+            TensorDataset(*(t[part.to(t.device)] for t in val_data.tensors))  # already on the device
+        counts = torch.tensor([evaluate(model, shard) * len(part), len(part)])
     correct, total = procs.sum(counts).tolist()
     return correct / total
 
