@@ -76,10 +76,11 @@ class Group:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=some_unused)
 
-    def broadcast(self, module: nn.Module) -> None:
-        """Give every process rank 0's parameters and buffers (e.g. BatchNorm statistics at the end of an epoch)."""
+    def broadcast(self, module: nn.Module, parameters: bool = True) -> None:
+        """Give every process rank 0's parameters and buffers, or (``parameters=False``) its buffers only: the
+        BatchNorm statistics at the end of an epoch, when DDP has already kept the parameters equal."""
         if self.distributed:
-            for t in (*module.parameters(), *module.buffers()):
+            for t in (*(module.parameters() if parameters else ()), *module.buffers()):
                 dist.broadcast(t.data, src=0)
 
     def average_gradients(self, params) -> None:

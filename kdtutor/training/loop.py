@@ -140,7 +140,7 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
                     stats.add(value, out, batch.y, step)
                 stats.close(step, last=True)
                 _check_weights(params, epoch)
-                procs.broadcast(model)  # rank 0's BatchNorm statistics everywhere (the weights already agree)
+                procs.broadcast(model, parameters=False)  # rank 0's BatchNorm statistics (the weights agree)
                 val_acc = _validate(model, val_data, procs) if val_data is not None else float("nan")
                 history.add(epoch, stats, val_acc, opt.param_groups[0]["lr"], time.perf_counter() - start)
                 if verbose:
