@@ -135,10 +135,12 @@ def paired_gain(treatment: list[dict], control: list[dict], value: str) -> dict:
             "loss": loss, "verdict": verdict}
 
 
-def describe_gain(gain: dict, scale: float = 100.0, unit: str = "points") -> str:
-    """``"+1.31 points (95% CI +1.08 to +1.54) -> clear gain"``: a :func:`paired_gain` result in one line."""
+def describe_gain(gain: dict, scale: float = 100.0, unit: str = "points", digits: int = 2) -> str:
+    """``"+1.31 points (95% CI +1.08 to +1.54) -> clear gain"``: a :func:`paired_gain` result in one line, its
+    numbers times ``scale`` with ``digits`` decimals."""
     low, high = gain["ci"]
-    return (f"{scale * gain['mean']:+.2f} {unit} (95% CI {scale * low:+.2f} to {scale * high:+.2f}) "
+    f = f"+.{digits}f"
+    return (f"{scale * gain['mean']:{f}} {unit} (95% CI {scale * low:{f}} to {scale * high:{f}}) "
             f"-> {gain['verdict']}")
 
 

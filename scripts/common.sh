@@ -53,6 +53,16 @@ ensure_fashion_mnist() {
     "$PY" -m kdtutor data
 }
 
+# ensure_kjv: Part V's corpus (the King James Version from Debian's bible-kjv, 2.6 MB); installed once where apt-get
+# is allowed. Elsewhere the loader's message says how to bring the text (python -m kdtutor corpus).
+ensure_kjv() {
+    if "$PY" -m kdtutor corpus; then
+        return 0
+    fi
+    apt_install bible-kjv "Part V's corpus is missing" || true
+    "$PY" -m kdtutor corpus
+}
+
 # build_book: Jupyter Book 1.x to HTML, warnings as errors, nitpicky references.
 build_book() {
     "$VENV/bin/jupyter-book" build . -W -n --keep-going --quiet

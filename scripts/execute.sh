@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 stage "set up $VENV" setup_venv book,test
 stage "Fashion-MNIST" ensure_fashion_mnist
+stage "text corpus (Part V)" ensure_kjv
 stage "execute notebooks" "$PY" scripts/execute_notebooks.py "$@"

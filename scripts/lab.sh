@@ -42,6 +42,7 @@ ensure_kernel() {
 export JUPYTER_PREFER_ENV_PATH=1
 stage "set up $VENV" setup_venv book,lab
 stage "Fashion-MNIST" ensure_fashion_mnist
+stage "text corpus (Part V)" ensure_kjv
 stage "kernel (python3 from $VENV)" ensure_kernel
 # A reader's notebooks are not the book build: glue echoes its values and training shows progress bars.
 unset KDTUTOR_BOOK

@@ -13,6 +13,7 @@ total=$SECONDS
 
 stage "set up $VENV" setup_venv test,book,lab
 stage "Fashion-MNIST" ensure_fashion_mnist
+stage "text corpus (Part V)" ensure_kjv
 stage "unit tests" "$PY" -m pytest -q "$@"
 if [ $# -eq 0 ]; then
     stage "nbval (every notebook, strict)" run_nbval

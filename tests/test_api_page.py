@@ -13,7 +13,8 @@ DOCUMENTED = re.findall(r"^\.\. auto(?:function|class|exception|data):: (kdtutor
 MEMBERS = re.findall(r"^\.\. automodule:: (kdtutor[\w.]*)\n\s+:members: (.+)$", PAGE, re.M)
 ROOMS = ["kdtutor.data", "kdtutor.models", "kdtutor.losses", "kdtutor.training", "kdtutor.evaluation",
          "kdtutor.compression", "kdtutor.checkpoint", "kdtutor.experiments", "kdtutor.pitfalls", "kdtutor.notebook",
-         "kdtutor.checks", "kdtutor.progress", "kdtutor.selfcheck", "kdtutor.training.distributed"]
+         "kdtutor.checks", "kdtutor.progress", "kdtutor.selfcheck", "kdtutor.training.distributed",
+         "kdtutor.lm"]
 
 
 def documented() -> set[tuple[str, str]]:

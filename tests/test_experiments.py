@@ -165,6 +165,7 @@ def test_describe_compare_and_plot_gains(capsys):
     assert "scratch: acc 80.00 ± 1.00 %" in out and "per seed: 82.00, 83.00, 80.00" in out
     assert describe_gain(gain) in out and describe_gain(gain).endswith("-> clear gain")
     assert describe_gain(gain).startswith("+1.67 points (95% CI +0.23 to +3.10)")
+    assert describe_gain(gain, scale=1, unit="bits", digits=4).startswith("+0.0167 bits (95% CI +0.0023 to +0.0310)")
     import matplotlib
 
     matplotlib.use("Agg")

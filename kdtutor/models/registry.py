@@ -10,12 +10,16 @@ version and thread count the weights come out bit-identical. Today's entries:
   by up to a pixel, built by ``python scripts/train_teacher.py teacher_fmnist_v2``;
 * ``teacher_fmnist_pruned`` — the compression pipeline's model: that teacher with 60% of its channels and hidden
   units pruned, distilled back from the teacher's soft targets (a :class:`~kdtutor.models.CNN` with narrower
-  widths), built by ``python scripts/build_compressed.py``.
+  widths), built by ``python scripts/build_compressed.py``;
+* ``lm_teacher_kjv`` and ``lm_student_kjv`` — Part V's character-level language models
+  (:class:`kdtutor.lm.CharTransformer`): a teacher trained on the King James Version and a several times smaller
+  student pretrained briefly on it, built by ``python scripts/train_lm.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import platform
 from pathlib import Path
@@ -66,8 +70,18 @@ def verify(name: str = TEACHER_NAME) -> Path:
 
 
 def pretrained(name: str = TEACHER_NAME, device: str | torch.device | None = None) -> nn.Module:
-    """A shipped model, weights verified by SHA-256, on ``device`` (CPU by default), in eval mode."""
-    model, _ = load(verify(name), map_location="cpu")
+    """A shipped model, weights verified by SHA-256, on ``device`` (CPU by default), in eval mode.
+
+    A record may name the ``module`` that defines its architecture (``kdtutor.lm`` for the language models, a room
+    this one may not import by name); it is imported first, which registers the architecture with the checkpoints.
+    """
+    path = verify(name)
+    module = record(name).get("module")
+    if module is not None:
+        if not module.startswith("kdtutor."):
+            raise ShippedModelError(f"{name}: its record names module {module!r}; expected one of kdtutor's")
+        importlib.import_module(module)
+    model, _ = load(path, map_location="cpu")
     return model.to(device or "cpu").eval()
 
 

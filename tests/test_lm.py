@@ -1,0 +1,394 @@
+"""kdtutor.lm: the corpus, the character transformer, windows, sampling, training and the metrics."""
+
+import copy
+import hashlib
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kdtutor as kd
+from kdtutor import lm
+from kdtutor.losses import forward_kl, generalized_jsd, reverse_kl
+from kdtutor.models import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return lm.load_kjv()
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return lm.CharTransformer(**{"vocab_size": 11, "context": 16, "layers": 2, "width": 16, "heads": 2, **kw})
+
+
+# --- the corpus ----------------------------------------------------------------------------------------------------
+
+def test_corpus_is_the_verified_kjv_split_by_position(corpus):
+    assert len(corpus.text) == 4_137_850 and len(corpus.vocab) == 63
+    assert hashlib.sha256(corpus.text.encode()).hexdigest() == lm.KJV_SHA256
+    assert corpus.text.startswith("In the beginning God created the heaven and the earth.\n")
+    assert corpus.text.endswith("The grace of our Lord Jesus Christ be with you all. Amen.\n")
+    assert not re.search(r"\d", corpus.text)  # the verse references are stripped
+    n = len(corpus.text)
+    assert (len(corpus.train), len(corpus.val), len(corpus.test)) == (int(0.9 * n), int(0.95 * n) - int(0.9 * n),
+                                                                      n - int(0.95 * n))
+    joined = torch.cat([corpus.train, corpus.val, corpus.test])
+    assert corpus.decode(joined[:60]) == corpus.text[:60] and corpus.decode(joined[-60:]) == corpus.text[-60:]
+    assert corpus.decode(corpus.val[:5]) == corpus.text[int(0.9 * n):int(0.9 * n) + 5]
+
+
+def test_corpus_from_a_file_is_checked(tmp_path, monkeypatch, corpus):
+    good = tmp_path / "kjv.txt"
+    good.write_text(corpus.text, encoding="utf-8")
+    assert lm.kjv_text(good) == corpus.text
+    monkeypatch.setenv("KDTUTOR_DATA", str(tmp_path))
+    assert lm.kjv_text() == corpus.text
+    bad = tmp_path / "short.txt"
+    bad.write_text(corpus.text[:-10], encoding="utf-8")
+    with pytest.raises(ValueError, match="short.txt: its text has SHA-256 .* truncated or altered"):
+        lm.kjv_text(bad)
+
+
+def test_missing_corpus_says_how_to_fix_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDTUTOR_DATA", str(tmp_path))
+    monkeypatch.setattr(lm.shutil, "which", lambda name: None)
+    with pytest.raises(lm.CorpusNotFoundError, match=r"(?s)kjv.txt \(not found\).*bible-kjv \(not installed\)"
+                                                     r".*apt-get install bible-kjv"):
+        lm.kjv_text()
+    with pytest.raises(lm.CorpusNotFoundError, match=r"path: expected the corpus' text file, got .*nothing.txt"):
+        lm.kjv_text(tmp_path / "nothing.txt")  # a file asked for by name is never replaced by another source
+
+
+def test_a_failing_bible_program_is_reported(tmp_path, monkeypatch):
+    fake = tmp_path / "bible"
+    fake.write_text("#!/bin/sh\necho broken data file >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.delenv("KDTUTOR_DATA", raising=False)
+    monkeypatch.setattr(lm.shutil, "which", lambda name: str(fake))
+    with pytest.raises(lm.CorpusNotFoundError, match="failed with exit status 3: broken data file"):
+        lm.kjv_text()
+
+
+def test_corpus_command_writes_the_text(tmp_path, corpus):
+    out = tmp_path / "kjv.txt"
+    done = subprocess.run([sys.executable, "-m", "kdtutor", "corpus", "--write", str(out)], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text(encoding="utf-8") == corpus.text and "4,137,850" in done.stdout
+
+
+def test_encode_decode_round_trip_and_unknown_characters():
+    c = lm.Corpus("abc ab\n" * 30)
+    assert c.vocab == "\n abc" and c.decode(c.encode("cab a")) == "cab a"
+    assert c.encode("cab").dtype == torch.uint8
+    with pytest.raises(ValueError, match="character 'z' is not in"):
+        c.encode("abz")
+
+
+# --- the model -----------------------------------------------------------------------------------------------------
+
+def test_transformer_is_causal():
+    """Changing the input at position k changes no logit before k, and does change logits from k on."""
+    model = tiny().eval()
+    ids = torch.randint(11, (3, 16), generator=torch.Generator().manual_seed(1))
+    other = ids.clone()
+    other[:, 9] = (other[:, 9] + 1) % 11
+    for grad in (True, False):  # without gradients, attention may take PyTorch's fused path
+        with torch.set_grad_enabled(grad):
+            a, b = model(ids), model(other)
+        assert a.shape == (3, 16, 11)
+        torch.testing.assert_close(a[:, :9], b[:, :9], rtol=0, atol=1e-6)
+        assert (a[:, 9:] - b[:, 9:]).abs().amax() > 1e-3
+
+
+def test_shorter_window_gives_the_same_logits():
+    model = tiny().eval()
+    ids = torch.randint(11, (2, 16), generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(model(ids[:, :7]), model(ids)[:, :7], rtol=1e-5, atol=1e-5)
+
+
+def test_transformer_rebuilds_from_a_checkpoint(tmp_path):
+    model = tiny(dropout=0.1)
+    kd.save(model, tmp_path / "m.pt")
+    loaded, _ = kd.load(tmp_path / "m.pt")
+    assert type(loaded) is lm.CharTransformer and loaded.config == model.config
+    ids = torch.randint(11, (2, 5))
+    torch.testing.assert_close(loaded.eval()(ids), model.eval()(ids))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(width=15), "heads: expected a divisor of width 15"),
+    (dict(layers=0), "layers: expected a positive integer"),
+    (dict(dropout=1.5), r"dropout: expected a number in \[0, 1\]"),
+])
+def test_bad_transformer_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**kw)
+
+
+def test_bad_ids_are_refused():
+    model = tiny()
+    with pytest.raises(ValueError, match=r"ids: expected a length from 1 to the context 16, got 17"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(ValueError, match="ids: expected integer ids of shape"):
+        model(torch.zeros(1, 4))
+
+
+# --- windows and sampling ------------------------------------------------------------------------------------------
+
+def test_windows_are_slices_of_the_text_shifted_by_one():
+    ids = torch.arange(100, dtype=torch.uint8)
+    rows = lm.windows(ids, 8, 10, torch.Generator().manual_seed(0))
+    assert rows.shape == (8, 11) and rows.dtype == torch.int64
+    assert ((rows[:, 1:] - rows[:, :-1]) == 1).all() and rows.max() <= 99
+    again = lm.windows(ids, 8, 10, torch.Generator().manual_seed(0))
+    assert torch.equal(rows, again)
+    with pytest.raises(ValueError, match="ids: expected a 1-D tensor longer than length 100"):
+        lm.windows(ids, 2, 100)
+
+
+def test_generate_is_seeded_and_follows_top_k():
+    model = tiny()
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    a = lm.generate(model, prompt, 20, generator=torch.Generator().manual_seed(0))
+    b = lm.generate(model, prompt, 20, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (2, 23) and torch.equal(a, b) and torch.equal(a[:, :3], prompt) and model.training
+    greedy = lm.generate(model, prompt, 20, top_k=1)  # top-1 sampling is the argmax, step by step
+    ids = prompt
+    for _ in range(20):
+        ids = torch.cat([ids, model.eval()(ids[:, -16:])[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(greedy, ids)
+
+
+def test_generate_draws_from_the_softmax_at_temperature():
+    """With a model whose next-id logits are fixed, the sampled frequencies match softmax(z / T)."""
+
+    class Fixed(torch.nn.Module):
+        config = {"context": 4}
+
+        def __init__(self):
+            super().__init__()
+            self.z = torch.tensor([0.0, 1.0, 2.0, -1.0])
+
+        def forward(self, ids):
+            return self.z.expand(ids.shape[0], ids.shape[1], 4)
+
+    out = lm.generate(Fixed(), torch.zeros(20000, 1, dtype=torch.long), 1, temperature=2.0,
+                      generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(out[:, 1], minlength=4).float() / 20000
+    torch.testing.assert_close(freq, torch.softmax(Fixed().z / 2, 0), atol=0.01, rtol=0)
+    top2 = lm.generate(Fixed(), torch.zeros(2000, 1, dtype=torch.long), 1, top_k=2)
+    assert set(top2[:, 1].tolist()) == {1, 2}
+
+
+def test_bad_sampling_arguments():
+    with pytest.raises(ValueError, match="temperature: expected a positive finite number"):
+        lm.generate(tiny(), torch.zeros(1, 1, dtype=torch.long), 3, temperature=0)
+    with pytest.raises(ValueError, match="top_k: expected a positive integer"):
+        lm.generate(tiny(), torch.zeros(1, 1, dtype=torch.long), 3, top_k=0)
+
+
+# --- training ------------------------------------------------------------------------------------------------------
+
+def test_training_learns_a_periodic_text():
+    text = torch.tensor(list(range(11)) * 40, dtype=torch.uint8)
+    model = tiny()
+    before = lm.bits_per_char(model, text, length=16)
+    history = lm.train(model, lambda g: lm.windows(text, 16, 16, g), 150, lr=3e-3)
+    assert len(history.loss) == 150 and not history.interrupted and history.seconds > 0
+    assert before > 3 and lm.bits_per_char(model, text, length=16) < 0.5  # log2(11) = 3.46 at chance
+
+
+def test_training_is_seeded():
+    text = torch.randint(11, (500,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    runs = []
+    for seed in (3, 3, 4):
+        model = tiny(dropout=0.1)
+        lm.train(model, lambda g: lm.windows(text, 4, 16, g), 5, seed=seed)
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][key], runs[1][key]) for key in runs[0])
+    assert not all(torch.equal(runs[0][key], runs[2][key]) for key in runs[0])  # the seed is used
+
+
+def test_ctrl_c_keeps_the_model_and_its_history():
+    text = torch.randint(11, (500,), dtype=torch.uint8)
+    calls = []
+
+    def batches(g):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return lm.windows(text, 4, 16, g)
+
+    model = tiny()
+    before = copy.deepcopy(model.state_dict())
+    history = lm.train(model, batches, 10)
+    assert history.interrupted and len(history.loss) == 3
+    assert not torch.equal(before["head.weight"], model.head.weight)  # the three updates are kept
+
+
+def test_cosine_schedule_with_warmup_and_bad_arguments():
+    text = torch.randint(11, (500,), dtype=torch.uint8)
+    model = tiny()
+    lrs = []
+    original = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        lrs.append(self.param_groups[0]["lr"])
+        return original(self, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.AdamW, "step", spy)
+        lm.train(model, lambda g: lm.windows(text, 2, 16, g), 6, lr=1.0, cosine=True, warmup=2)
+    expected = [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert lrs == pytest.approx(expected)
+    with pytest.raises(ValueError, match="warmup: expected an integer from 0 to steps - 1 = 5"):
+        lm.train(model, lambda g: None, 6, warmup=6)
+    with pytest.raises(ValueError, match="steps: expected a positive integer"):
+        lm.train(model, lambda g: None, 0)
+    with pytest.raises(ValueError, match="clip: expected a positive finite number"):
+        lm.train(model, lambda g: None, 3, clip=0)
+
+
+def test_a_loss_that_blows_up_names_the_step():
+    text = torch.randint(11, (500,), dtype=torch.uint8)
+    with pytest.raises(FloatingPointError, match="loss: became nan at step 0"):
+        lm.train(tiny(), lambda g: lm.windows(text, 2, 16, g), 3, loss=lambda z, b: z.sum() * math.nan)
+
+
+@pytest.mark.parametrize("divergence", [forward_kl, reverse_kl, lambda s, t, temperature: generalized_jsd(
+    s, t, temperature=temperature, beta=0.5)])
+def test_token_kd_matches_the_divergence_and_cross_entropy(divergence):
+    teacher, student = tiny(), tiny(width=8)
+    batch = torch.randint(11, (3, 9))
+    z = student(batch[:, :-1])
+    kd_loss = lm.TokenKD(teacher, divergence, temperature=2.0, alpha=0.75)(z, batch)
+    v = teacher.eval()(batch[:, :-1])
+    ce = F.cross_entropy(z.reshape(-1, 11), batch[:, 1:].reshape(-1))
+    torch.testing.assert_close(kd_loss, 0.75 * divergence(z, v, temperature=2.0) + 0.25 * ce)
+    torch.testing.assert_close(lm.cross_entropy(z, batch), ce)
+
+
+def test_token_kd_forward_kl_by_hand():
+    """alpha = 1, T = 1: the mean over positions of sum_i p_i log(p_i / q_i), written out in float64."""
+    teacher, student = tiny(), tiny(width=8)
+    batch = torch.randint(11, (2, 6))
+    z = student(batch[:, :-1])
+    p = torch.softmax(teacher.eval()(batch[:, :-1]).double(), -1)
+    q = torch.softmax(z.double(), -1)
+    expected = (p * (p.log() - q.log())).sum(-1).mean()
+    assert lm.TokenKD(teacher)(z, batch).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+
+def test_bits_per_char_is_the_cross_entropy_in_bits_over_non_overlapping_windows():
+    model = tiny().eval()
+    ids = torch.randint(11, (70,), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    nats, count = 0.0, 0
+    for start in range(0, 64, 16):  # (70 - 1) // 16 = 4 windows of 16 predictions each
+        x, y = ids[start:start + 16].long(), ids[start + 1:start + 17].long()
+        nats += F.cross_entropy(model(x[None])[0].double(), y, reduction="sum").item()
+        count += 16
+    assert lm.bits_per_char(model, ids, batch=3) == pytest.approx(nats / count / math.log(2), rel=1e-5)
+    assert lm.bits_per_char(model, ids, max_chars=32) == pytest.approx(
+        lm.bits_per_char(model, ids[:33]), rel=1e-6)
+
+
+def test_uniform_model_costs_log2_vocab_bits():
+    model = tiny()
+    torch.nn.init.zeros_(model.head.weight), torch.nn.init.zeros_(model.head.bias)
+    ids = torch.randint(11, (200,), dtype=torch.uint8)
+    assert lm.bits_per_char(model, ids) == pytest.approx(math.log2(11), rel=1e-6)
+    assert lm.kl_to_teacher(model, model, ids) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kl_to_teacher_is_the_mean_kl_in_bits():
+    teacher, student = tiny().eval(), tiny(width=8).eval()
+    ids = torch.randint(11, (33,), dtype=torch.uint8)
+    x = torch.stack([ids[:16], ids[16:32]]).long()
+    p, q = torch.softmax(teacher(x).double(), -1), torch.softmax(student(x).double(), -1)
+    expected = (p * (p.log() - q.log())).sum(-1).mean().item() / math.log(2)
+    assert lm.kl_to_teacher(teacher, student, ids) == pytest.approx(expected, rel=1e-5)
+
+
+def test_sample_bits_scores_only_the_generated_part():
+    teacher = tiny().eval()
+    samples = torch.randint(11, (4, 10))
+    logits = teacher(samples[:, :-1]).double()
+    expected = F.cross_entropy(logits[:, 3:].reshape(-1, 11), samples[:, 4:].reshape(-1)).item() / math.log(2)
+    assert lm.sample_bits(teacher, samples, prompt_length=4) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="prompt_length: expected 1 to 9, got 10"):
+        lm.sample_bits(teacher, samples, prompt_length=10)
+    with pytest.raises(ValueError, match=r"samples: expected ids of shape \(batch, 2 to the teacher's context"):
+        lm.sample_bits(teacher, torch.randint(11, (2, 18)), prompt_length=4)  # context 16: 17 ids at most
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(length=0), "length: expected a positive integer"),
+    (dict(batch=0), "batch: expected a positive integer"),
+    (dict(max_chars=0), "max_chars: expected a positive integer"),
+])
+def test_bad_metric_arguments(kw, match):
+    ids = torch.randint(11, (100,), dtype=torch.uint8)
+    with pytest.raises(ValueError, match=match):
+        lm.bits_per_char(tiny(), ids, **kw)
+    with pytest.raises(ValueError, match=match):
+        lm.kl_to_teacher(tiny(), tiny(), ids, **kw)
+
+
+def test_distinct_ngrams():
+    assert lm.distinct_ngrams(["abcdef"], n=4) == 1.0
+    assert lm.distinct_ngrams(["aaaaaaa"], n=4) == 0.25  # 4 four-grams, all "aaaa"
+    assert lm.distinct_ngrams(["abcd", "abcd"], n=4) == 0.5
+    with pytest.raises(ValueError, match="texts: expected at least one text of 4"):
+        lm.distinct_ngrams(["abc"])
+
+
+# --- shipped models ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", lm.SHIPPED)
+def test_shipped_language_model_matches_its_record(name, corpus):
+    record = registry.record(name)
+    assert record["module"] == "kdtutor.lm" and record["recipe"]["corpus_sha256"] == lm.KJV_SHA256
+    assert record["size_bytes"] <= 5_000_000
+    model = lm.pretrained(name)
+    assert isinstance(model, lm.CharTransformer) and not model.training
+    assert model.config["vocab_size"] == len(corpus.vocab)
+    assert lm.bits_per_char(model, corpus.test) == pytest.approx(record["test_bits_per_char"], abs=2e-3)
+
+
+def test_shipped_teacher_is_better_and_larger_than_the_student():
+    teacher, student = registry.record("lm_teacher_kjv"), registry.record("lm_student_kjv")
+    assert teacher["parameters"] >= 4 * student["parameters"]
+    assert teacher["test_bits_per_char"] < student["test_bits_per_char"] - 0.3
+
+
+def test_shipped_language_model_loads_in_a_fresh_process():
+    """kdtutor.models.pretrained imports kdtutor.lm itself (the record's module), so the architecture is known."""
+    code = ("import sys; from kdtutor.models import pretrained; assert 'kdtutor.lm' not in sys.modules; "
+            "m = pretrained('lm_student_kjv'); print(type(m).__module__, type(m).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["kdtutor.lm", "CharTransformer"]
+
+
+def test_pretrained_names_the_choices():
+    with pytest.raises(ValueError, match="name: expected one of .*lm_teacher_kjv"):
+        lm.pretrained("teacher_fmnist")
+
+
+def test_config_object_or_keywords_not_both():
+    cfg = lm.LMConfig(vocab_size=11, context=16, layers=1, width=8, heads=2)
+    assert lm.CharTransformer(cfg).config == lm.CharTransformer(**lm.CharTransformer(cfg).config).config
+    with pytest.raises(ValueError, match="fields: expected either config or keywords, got both"):
+        lm.CharTransformer(cfg, layers=2)
