@@ -139,7 +139,8 @@ CASES = {
     "save something not a model": (lambda: kd.save({"w": 1}, "/tmp/kdtutor-never.pt"), TypeError,
                                    "model: expected an nn.Module"),
     "pretrained model that is not shipped": (lambda: kd.pretrained("teacher_cifar"), ValueError,
-                                             "name: expected one of ['teacher_fmnist', "),
+                                             "name: expected one of ['lm_student_kjv', 'lm_teacher_kjv', "
+                                             "'teacher_fmnist', "),
     "paired_gain with other seeds": (lambda: paired_gain([{"seed": 0, "a": 1}], [{"seed": 1, "a": 1}], "a"),
                                      ValueError, "control: seeds [1] differ from the treatment's [0]"),
 }
