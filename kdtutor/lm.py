@@ -13,8 +13,9 @@ imports it (``from kdtutor import lm``). It reads top to bottom:
    blocks of causal self-attention (``nn.MultiheadAttention``) and a 4x GELU MLP, a final LayerNorm and a linear
    head to the vocabulary. For a window :math:`x_1 \dots x_L` it returns logits for :math:`x_2 \dots x_{L+1}`, each
    position seeing only what came before it.
-3. **Batches and sampling** — random windows of the text on the device (:func:`windows`), and autoregressive
-   sampling with a temperature and top-k (:func:`generate`).
+3. **Batches and sampling** — random windows of the text on the device (:func:`windows`), autoregressive
+   sampling with a temperature and top-k (:func:`generate`), and batches the student writes itself
+   (:func:`on_policy`).
 4. **Training** — :func:`train`, a short loop (steps, not epochs: a text has no natural epoch) with AdamW, gradient
    clipping and an optional cosine schedule, whose loss is any function of the student's logits and the batch:
    :func:`cross_entropy` on the data, or :class:`TokenKD` (a teacher's distribution at every position, through
@@ -52,7 +53,7 @@ from kdtutor.models import registry
 
 __all__ = [
     "KJV_SHA256", "CharTransformer", "Corpus", "CorpusNotFoundError", "History", "LMConfig", "TokenKD", "bits_per_char",
-    "cross_entropy", "distinct_ngrams", "generate", "kl_to_teacher", "kjv_text", "load_kjv", "pretrained",
+    "cross_entropy", "distinct_ngrams", "generate", "kl_to_teacher", "kjv_text", "load_kjv", "on_policy", "pretrained",
     "sample_bits", "train", "windows",
 ]
 
@@ -272,6 +273,27 @@ def generate(model: nn.Module, prompt: torch.Tensor, length: int, temperature: f
     finally:
         model.train(was_training)
     return out
+
+
+def on_policy(model: nn.Module, ids: torch.Tensor, batch: int, prompt: int, length: int, temperature: float = 1.0,
+              top_k: int | None = None):
+    """Batches the model writes itself, for on-policy distillation (Agarwal et al. 2024; Gu et al. 2024).
+
+    Returns a ``batches`` function for :func:`train`: each call draws ``batch`` prompts of ``prompt`` ids from
+    ``ids`` (a 1-D id tensor, e.g. the training text) and lets ``model`` — the student being trained, as it is at
+    that step — continue each by ``length`` ids (:func:`generate`), giving ``(batch, prompt + length)`` ids. A
+    teacher then scores every position of the student's own text (:class:`TokenKD`): the student learns on the
+    prefixes it will meet when it writes, not only on the corpus' or the teacher's. Writing costs ``length``
+    student forward passes per step.
+    """
+    for name, value in (("batch", batch), ("prompt", prompt), ("length", length)):
+        checks.positive_int(name, value)
+
+    def batches(generator: torch.Generator) -> torch.Tensor:
+        prompts = windows(ids, batch, max(prompt - 1, 1), generator)[:, :prompt]  # prompt ids of the text
+        return generate(model, prompts, length, temperature, top_k, generator)
+
+    return batches
 
 
 # --- 4. training ---------------------------------------------------------------------------------------------------

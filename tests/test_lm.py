@@ -190,6 +190,20 @@ def test_generate_draws_from_the_softmax_at_temperature():
     assert set(top2[:, 1].tolist()) == {1, 2}
 
 
+def test_on_policy_batches_are_the_models_own_continuations_of_corpus_prompts():
+    text = torch.arange(11, dtype=torch.uint8).repeat(20)
+    model = tiny()
+    batches = lm.on_policy(model, text, batch=3, prompt=5, length=7)
+    rows = batches(torch.Generator().manual_seed(0))
+    assert rows.shape == (3, 12) and ((rows[:, 1:5] - rows[:, :4]) % 11 == 1).all()  # prompts: slices of the text
+    g = torch.Generator().manual_seed(0)
+    prompts = lm.windows(text, 3, 4, g)
+    assert torch.equal(rows, lm.generate(model, prompts, 7, generator=g))  # then the model's own samples
+    assert lm.on_policy(model, text, 2, 1, 3)(torch.Generator()).shape == (2, 4)
+    with pytest.raises(ValueError, match="prompt: expected a positive integer"):
+        lm.on_policy(model, text, 2, 0, 3)
+
+
 def test_bad_sampling_arguments():
     with pytest.raises(ValueError, match="temperature: expected a positive finite number"):
         lm.generate(tiny(), torch.zeros(1, 1, dtype=torch.long), 3, temperature=0)

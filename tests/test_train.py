@@ -308,5 +308,11 @@ def test_channels_last_changes_the_layout_not_the_result(small):
         assert torch.allclose(a, b, atol=1e-4)  # the same training, up to the rounding of other kernels
     data = kdevice.OnDevice(TensorDataset(torch.randn(4, 3, 8, 8), torch.zeros(4)), "cpu", channels_last=True)
     assert data.tensors[0].is_contiguous(memory_format=torch.channels_last)
+    teacher = kd.CNN(channels=(4, 8), hidden=0)  # a teacher inside a Sum of objectives is converted too
+    loss = kd.training.Sum(kd.Distillation(teacher=teacher), kd.CrossEntropy())
+    kd.fit(kd.student_cnn(), Subset(train, range(64)), epochs=1, loss=loss, verbose=False, device="cpu",
+           channels_last=True)
+    conv = [m for m in teacher.modules() if isinstance(m, nn.Conv2d)][1].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and loss.teachers() == [teacher]
     with pytest.raises(ValueError, match="channels_last"):
         kd.TrainConfig(channels_last="yes")

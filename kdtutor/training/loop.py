@@ -88,10 +88,9 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
         torch.manual_seed(cfg.seed)
         objective.attach(model, data)  # e.g. a FitNets regressor sized to the student's features
     objective.to(device).setup(data, cfg.augment)
-    if cfg.channels_last:  # convolutions in the channels-last layout: the student's, and an online teacher's
-        for net in (model, getattr(objective, "teacher", None)):
-            if isinstance(net, nn.Module):
-                net.to(memory_format=torch.channels_last)
+    if cfg.channels_last:  # convolutions in the channels-last layout: the student's, and every online teacher's
+        for net in (model, *objective.teachers()):
+            net.to(memory_format=torch.channels_last)
     procs.broadcast(objective)  # e.g. the same FitNets regressors on every process
     labels = _label_ranges(data, val_data, objective.labelled)  # every label, checked once against the outputs
     params = [p for p in (*model.parameters(), *objective.parameters()) if p.requires_grad]

@@ -55,6 +55,10 @@ class Objective(nn.Module):
         """Called by ``fit`` after a non-finite loss, with the last batch: a hint about the cause, if it finds one."""
         return None
 
+    def teachers(self) -> list[nn.Module]:
+        """The teacher models this objective runs online (``fit`` gives them the student's memory layout)."""
+        return []
+
 
 class CrossEntropy(Objective):
     r"""Cross-entropy on the hard labels, :math:`-\frac{1}{B}\sum_b \log \mathrm{softmax}(z_b)_{y_b}`.
@@ -94,6 +98,9 @@ class TeacherObjective(Objective):
                             "cached outputs go to teacher_logits=")
         object.__setattr__(self, "teacher", teacher)  # outside the module tree: frozen, never trained or saved
         self.logits = None if teacher_logits is None else _as_logits(teacher_logits)
+
+    def teachers(self) -> list[nn.Module]:
+        return [] if self.teacher is None else [self.teacher]
 
     def setup(self, train: OnDevice, augment) -> None:
         if self.teacher is not None:
@@ -417,6 +424,9 @@ class Sum(Objective):
 
     def diagnose(self, batch: Batch) -> str | None:
         return next((hint for t in self.terms if (hint := t.diagnose(batch))), None)
+
+    def teachers(self) -> list[nn.Module]:
+        return [teacher for t in self.terms for teacher in t.teachers()]
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return sum(t(out, batch, features) for t in self.terms)
