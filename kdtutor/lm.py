@@ -216,6 +216,11 @@ class CharTransformer(nn.Module):
         length = ids.shape[1]
         if not 1 <= length <= self.config["context"]:
             raise ValueError(f"ids: expected a length from 1 to the context {self.config['context']}, got {length}")
+        # checked here: nn.Embedding's own error is an index error, on CUDA a device-side assert
+        low, high = (int(v) for v in torch.aminmax(ids)) if ids.numel() else (0, 0)
+        if low < 0 or high >= self.config["vocab_size"]:
+            raise ValueError(f"ids: expected ids from 0 to vocab_size - 1 = {self.config['vocab_size'] - 1}, got ids "
+                             f"from {low} to {high}; encode text with the corpus the model was trained on")
         ids = ids.long()
         x = self.drop(self.tokens(ids) + self.positions(torch.arange(length, device=ids.device)))
         causal = self.causal[:length, :length]

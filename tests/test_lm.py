@@ -141,6 +141,10 @@ def test_bad_ids_are_refused():
         model(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(ValueError, match="ids: expected integer ids of shape"):
         model(torch.zeros(1, 4))
+    vocab = model.config["vocab_size"]
+    for bad in (vocab, -1):  # nn.Embedding would fail with an index error, on CUDA a device-side assert
+        with pytest.raises(ValueError, match=rf"ids: expected ids from 0 to vocab_size - 1 = {vocab - 1}, got ids "):
+            model(torch.tensor([[0, bad]]))
 
 
 # --- windows and sampling ------------------------------------------------------------------------------------------
