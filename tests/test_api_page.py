@@ -14,7 +14,7 @@ MEMBERS = re.findall(r"^\.\. automodule:: (kdtutor[\w.]*)\n\s+:members: (.+)$", 
 ROOMS = ["kdtutor.data", "kdtutor.models", "kdtutor.losses", "kdtutor.training", "kdtutor.evaluation",
          "kdtutor.compression", "kdtutor.checkpoint", "kdtutor.experiments", "kdtutor.pitfalls", "kdtutor.notebook",
          "kdtutor.checks", "kdtutor.progress", "kdtutor.selfcheck", "kdtutor.training.distributed",
-         "kdtutor.lm"]
+         "kdtutor.lm", "kdtutor.course"]
 
 
 def documented() -> set[tuple[str, str]]:

@@ -203,9 +203,10 @@ def modules_used(nb) -> set[str]:
     used = set()
     for dotted in re.findall(r"\bfrom\s+(kdtutor(?:\.\w+)+)\s+import\b", code):
         used.add(dotted)
-    for name in re.findall(r"\bfrom\s+kdtutor\s+import\s+(\w+)", code):  # a room: from kdtutor import compression
-        if importlib.util.find_spec(f"kdtutor.{name}"):
-            used.add(f"kdtutor.{name}")
+    for names in re.findall(r"\bfrom\s+kdtutor\s+import\s+([\w, ]+)", code):  # rooms: from kdtutor import lm, course
+        for name in (n.split()[0] for n in names.split(",") if n.strip()):  # "compression as kc": compression
+            if importlib.util.find_spec(f"kdtutor.{name}"):
+                used.add(f"kdtutor.{name}")
     for dotted in re.findall(r"(?<![\w.])(kdtutor(?:\.\w+)+)", code):
         module = _module_of(dotted)
         if module and module != "kdtutor":
