@@ -12,6 +12,7 @@ Its rooms, each a subpackage or module whose docstring says what lives there (im
 * :mod:`kdtutor.compression` — pruning, ONNX export and ONNX Runtime, int8 quantization (``kd.compression``);
 * :mod:`kdtutor.experiments` — repeated runs over seeds and paired comparisons;
 * :mod:`kdtutor.pitfalls` (wrong on purpose) and :mod:`kdtutor.notebook` (helpers for the book's notebooks);
+* :mod:`kdtutor.course` — checkers for the course exercises (nothing in the package imports it);
 * :mod:`kdtutor.progress` (progress bars, off in the book) and :mod:`kdtutor.selfcheck` (``kd.check()``,
   ``python -m kdtutor check``).
 
@@ -49,6 +50,8 @@ from kdtutor.losses import distillation_loss, kd_loss, soft_targets
 from kdtutor.models import (
     CNN,
     MLP,
+    VGG12,
+    cost_on_meta,
     count_params,
     pretrained,
     pretrained_teacher,
@@ -57,6 +60,8 @@ from kdtutor.models import (
     student_cnn,
     teacher_cnn,
     teacher_record,
+    vgg12,
+    vgg12_fmnist,
 )
 from kdtutor.selfcheck import check
 from kdtutor.training import (
@@ -79,8 +84,8 @@ __all__ = [
     "without_classes",
     "accuracy", "cached_logits", "compute_logits", "evaluate",
     "distillation_loss", "kd_loss", "soft_targets",
-    "CNN", "MLP", "count_params", "pretrained", "pretrained_teacher", "record_activations", "shipped_models",
-    "student_cnn", "teacher_cnn", "teacher_record",
+    "CNN", "MLP", "VGG12", "cost_on_meta", "count_params", "pretrained", "pretrained_teacher", "record_activations",
+    "shipped_models", "student_cnn", "teacher_cnn", "teacher_record", "vgg12", "vgg12_fmnist",
     "MLP_RECIPE", "CrossEntropy", "Distillation", "History", "Objective", "TrainConfig", "default_device", "fit",
     "check",
 ]

@@ -53,6 +53,14 @@ RECIPES = {
                               schedule="cosine", augment=kd.RandomShiftFlip(max_shift=1, flip=False), seed=1),
         init_seed=1,
     ),
+    # The appendix's VGG-style teacher: the article's twelve-convolution network at 1/16 of its widths, for grey
+    # 28x28 images (kdtutor.models.vgg12_fmnist), trained like the first teacher.
+    "vgg12_fmnist": Recipe(
+        architecture="vgg12_fmnist",
+        data="book_split",
+        config=kd.TrainConfig(epochs=8, batch_size=128, lr=1e-3, weight_decay=1e-4, optimizer="adamw",
+                              schedule="cosine", augment=None, seed=0),
+    ),
 }
 
 

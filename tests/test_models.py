@@ -158,7 +158,8 @@ def test_every_shipped_model_has_a_verified_record_and_a_recipe():
     scripts = {"train_teacher.py": build_script(), "build_compressed.py": build_script("build_compressed"),
                "train_lm.py": build_script("train_lm")}
     recipes = {name: (file, script.RECIPES[name]) for file, script in scripts.items() for name in script.RECIPES}
-    shipped = ["lm_student_kjv", "lm_teacher_kjv", "teacher_fmnist", "teacher_fmnist_pruned", "teacher_fmnist_v2"]
+    shipped = ["lm_student_kjv", "lm_teacher_kjv", "teacher_fmnist", "teacher_fmnist_pruned", "teacher_fmnist_v2",
+               "vgg12_fmnist"]
     assert registry.shipped_models() == sorted(recipes) == shipped
     for name in registry.shipped_models():
         record = registry.record(name)

@@ -11,6 +11,9 @@ version and thread count the weights come out bit-identical. Today's entries:
 * ``teacher_fmnist_pruned`` — the compression pipeline's model: that teacher with 60% of its channels and hidden
   units pruned, distilled back from the teacher's soft targets (a :class:`~kdtutor.models.CNN` with narrower
   widths), built by ``python scripts/build_compressed.py``;
+* ``vgg12_fmnist`` — the appendix's VGG-style teacher: the source article's twelve-convolution network at 1/16 of
+  its widths, for grey 28x28 images (:func:`~kdtutor.models.vgg12_fmnist`), built by
+  ``python scripts/train_teacher.py vgg12_fmnist``;
 * ``lm_teacher_kjv`` and ``lm_student_kjv`` — Part V's character-level language models
   (:class:`kdtutor.lm.CharTransformer`): a teacher trained on the King James Version and a several times smaller
   student pretrained briefly on it, built by ``python scripts/train_lm.py``.
