@@ -11,9 +11,12 @@ learner's function is caught and reported with its message. Only passing somethi
 (``TypeError``). The inputs come from the checker's own seeded generator: the verdict is the same on every run, and
 the learner's random state is left alone. Warnings raised inside the learner's function are silenced.
 
-Tolerances: float32 results must match the reference to ``RTOL`` and ``ATOL``; results of float16 inputs are
-compared with the reference computed in float32 on the same (rounded) inputs, to ``HALF_TOL``.
+Tolerances (``torch.allclose``): float32 results must match the reference, computed in float64, to ``RTOL`` and
+``ATOL``; results of float16 inputs are compared with the reference computed at full precision on the same (rounded)
+inputs, to ``HALF_TOL``; a pruned pair's output with the original pair's to ``RTOL`` and ``CONV_ATOL``; an int8
+scale with :math:`\max|x|/127` to ``SCALE_RTOL``, its ``q`` exactly.
 
+    import torch
     from kdtutor import course
 
     def my_soft_targets(logits, temperature):
@@ -38,13 +41,16 @@ from kdtutor.losses.logits import distillation_loss, kd_loss, soft_targets
 from kdtutor.losses.sequence import forward_kl, reverse_kl
 
 __all__ = [
-    "ATOL", "HALF_TOL", "RTOL", "check_attention_map", "check_distillation_loss", "check_int8_round_trip",
-    "check_kd_loss", "check_negative_flip_rate", "check_prune_step", "check_reverse_kl", "check_soft_target_gradient",
+    "ATOL", "CONV_ATOL", "HALF_TOL", "RTOL", "SCALE_RTOL",
+    "check_attention_map", "check_distillation_loss", "check_int8_round_trip", "check_kd_loss",
+    "check_negative_flip_rate", "check_prune_step", "check_reverse_kl", "check_soft_target_gradient",
     "check_soft_targets",
 ]
 
-RTOL, ATOL = 1e-4, 1e-6  # float32 results against the reference
+RTOL, ATOL = 1e-4, 1e-6  # float32 results against the float64 reference (a float32 sum, times T² up to 400)
 HALF_TOL = 1e-2          # results of float16 inputs against the float32 reference (relative and absolute)
+CONV_ATOL = 1e-5         # the pruned pair's float32 output (sums of up to 72 products) against the original pair's
+SCALE_RTOL = 1e-5        # the int8 scale against max|x| / 127 (relative)
 
 # what the diagnoses say, shared by the checkers whose exercises can make the same mistake
 NO_T2 = "your loss is 1/T² of the reference — did you forget the T² factor?"
@@ -56,6 +62,13 @@ NEGATIVE = ("your loss is negative, and a KL divergence never is: pass log-proba
 REVERSED = ("you computed KL(student ‖ teacher), the reverse direction: the teacher's soft targets are the target "
             "(kl_div's second argument), the student's log-probabilities the input")
 NO_T_SOFTMAX = "your soft targets ignore the temperature: divide both logits by T before the softmax"
+OVERFLOW = ("your function gives inf or nan for large logits: exp overflows; subtract each row's maximum before exp, "
+            "or use torch.softmax")
+TWICE_T2 = "your loss is T² times the reference: the T² factor is applied twice (kd_loss already includes it)"
+SIGN = "your loss is negative: it has the wrong sign — KL(p ‖ q) = sum p (log p - log q), never negative"
+NAN_KL = ("your loss is inf or nan: if kl_div's target is log-probabilities, pass log_target=True (or pass "
+          "probabilities); and take log-probabilities with log_softmax, not log(softmax(...)), which is -inf for "
+          "large logits")
 
 
 # --- the machinery: call the learner's function, compare, report ---------------------------------------------------
@@ -79,8 +92,10 @@ def _caller(fn: Callable) -> Callable:
     def call(case: str, *args):
         try:
             out = fn(*args)
-        except NotImplementedError:
-            raise _NotYet from None
+        except NotImplementedError as err:
+            if first[0]:
+                raise _NotYet from None
+            raise _Raised(err, case) from None  # it works on some inputs: not a skeleton
         except Exception as err:  # anything the learner's code raises is reported, never re-raised
             raise _Raised(err, case) from None
         if out is None:
@@ -111,8 +126,11 @@ def _run(name: str, fn, cases: Callable[[Callable], str]) -> bool:
         err, case = raised.args
         hint = ""
         if "Half" in str(err) or "float16" in str(err):
-            hint = " — it fails on float16 input: convert with .float() first"
+            hint = " — it fails on float16 input: upcast to float32 with .float() first"
         print(f"{name}: your function raised {type(err).__name__} ({case}): {err}{hint}")
+        return False
+    except Exception as err:  # what the learner's function returned could not be used as the exercise asks
+        print(f"{name}: what your function returned could not be used: {type(err).__name__}: {err}")
         return False
     print(f"{name}: correct ✓ ({summary})")
     return True
@@ -142,16 +160,19 @@ def _preview(x: torch.Tensor) -> str:
     return ", ".join(f"{v:.6g}" for v in values) + (", …" if x.numel() > 4 else "")
 
 
-def _expect(case: str, got: torch.Tensor, want: torch.Tensor, known: dict[str, torch.Tensor],
-            tol: tuple[float, float] = (RTOL, ATOL)) -> None:
-    """Pass if ``got`` matches ``want``; else name the known mistake it matches, or show both values."""
+def _expect(case: str, got: torch.Tensor, want: torch.Tensor, known: dict[str, torch.Tensor | Callable],
+            tol: tuple[float, float] = (RTOL, ATOL), nonfinite: str | None = None) -> None:
+    """Pass if ``got`` matches ``want``; else name the known mistake it matches, or show both values.
+
+    ``known`` maps each diagnosis to the value that mistake gives, or to a test ``got -> bool`` that spots it; the
+    first that matches is reported."""
     if _close(got, want, tol):
         return
     if not torch.isfinite(got).all():
-        raise _Wrong(f"your function gives inf or nan ({case}): compute in a numerically stable way (log_softmax, "
-                     "or subtract each row's maximum before exp)")
+        raise _Wrong(nonfinite or f"your function gives inf or nan ({case}): compute in a numerically stable way "
+                     "(log_softmax, or subtract each row's maximum before exp)")
     for diagnosis, value in known.items():
-        if _close(got, value, tol):
+        if value(got) if callable(value) else _close(got, value, tol):
             raise _Wrong(f"{diagnosis} ({case})")
     if _close(got, want, (1e-2, tol[1])):
         raise _Wrong(f"close, but not within the tolerance ({case}): expected {_preview(want)}; got {_preview(got)}. "
@@ -174,8 +195,10 @@ def _kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
     return (log_a.exp() * (log_a - log_b)).sum(-1)
 
 
-def _logit_cases(g: torch.Generator, batch: int = 16, classes: int = 10):
-    """(case, student logits, teacher logits, T): random at T = 1, 4, 20; logits of ±50; a batch of one."""
+def _logit_cases(g: torch.Generator, batch: int = 12, classes: int = 10):
+    """(case, student logits, teacher logits, T): random at T = 1, 4, 20; logits of ±50; a batch of one.
+
+    The batch (12) equals no T² of the cases, so a batch sum and a doubled T² cannot be confused."""
     for t in (1.0, 4.0, 20.0):
         yield f"random logits at T = {t:g}", _randn(g, batch, classes, scale=3), _randn(g, batch, classes, scale=3), t
     yield "logits of ±50 at T = 1", 50 * _signs(g, batch, classes), 50 * _signs(g, batch, classes), 1.0
@@ -190,9 +213,34 @@ def _kd_variants(z: torch.Tensor, v: torch.Tensor, t: float) -> tuple[torch.Tens
     probs = (log_p.exp() * (log_p - log_q.exp())).sum(-1).mean()  # kl_div fed probabilities, not log-probabilities
     at_1 = _kl(F.log_softmax(v.double(), -1), F.log_softmax(z.double(), -1)).mean()
     want = kl * t * t
-    return want, {NO_T2: kl, T_NOT_T2: kl * t, MEAN.format(c=c): want / c, f"{MEAN.format(c=c)}; and {NO_T2}": kl / c,
+    return want, {NO_T2: kl, T_NOT_T2: kl * t, TWICE_T2: want * t * t, MEAN.format(c=c): want / c,
+                  f"{MEAN.format(c=c)}; and {NO_T2}": kl / c,
                   SUM.format(b=b): want * b, NEGATIVE: probs * t * t, REVERSED: _kl(log_q, log_p).mean() * t * t,
                   NO_T_SOFTMAX: at_1 * t * t}
+
+
+def _loss_case(call, case: str, args: tuple, want: torch.Tensor, known: dict[str, torch.Tensor],
+               tol: tuple[float, float] = (RTOL, ATOL)) -> None:
+    """One case of a loss exercise: one number, never negative, equal to ``want`` (or a known mistake named)."""
+    got = _tensor(call(case, *(a.clone() if torch.is_tensor(a) else a for a in args)), case, ())
+    if got < -1e-6:
+        raise _Wrong(f"{SIGN if _close(got, -want) else NEGATIVE} ({case})")
+    _expect(case, got, want, known, tol, nonfinite=f"{NAN_KL} ({case})")
+
+
+def _gradient_case(call, case: str, args: tuple, reference: Callable) -> None:
+    """The learner's loss must carry autograd's gradient of ``reference(*args)`` to the student's logits ``args[0]``."""
+    z = args[0].clone().requires_grad_()
+    loss = call(case, z, *args[1:])
+    got = None
+    if torch.is_tensor(loss) and loss.grad_fn is not None:
+        (got,) = torch.autograd.grad(loss.sum(), z, allow_unused=True)
+    if got is None:
+        raise _Wrong(f"your loss carries no gradient to the student's logits: do not detach them or convert to "
+                     f"numbers ({case})")
+    zr = args[0].clone().requires_grad_()
+    (want,) = torch.autograd.grad(reference(zr, *args[1:]), zr)
+    _expect(case, got, want, {})
 
 
 # --- Part I: soft targets, the distillation loss, its gradient -----------------------------------------------------
@@ -202,9 +250,10 @@ def check_soft_targets(fn) -> bool:
 
     The reference is :func:`~kdtutor.losses.soft_targets`.
 
-    Cases: random ``16 x 10`` logits at :math:`T` = 1, 4 and 20; logits of ±50; a batch of one; float16 logits.
+    Cases: random ``12 x 10`` logits at :math:`T` = 1, 4 and 20; logits of ±50 and ±100 (where a naive ``exp``
+    overflows float32); a batch of one; float16 logits of ±50.
     Diagnoses: inf or nan for large logits (an unstable exp); the temperature ignored; logits multiplied by
-    :math:`T`; the softmax over the wrong dimension.
+    :math:`T`; the softmax over the wrong dimension; rows that do not sum to 1.
     """
     def cases(call):
         g = torch.Generator().manual_seed(0)
@@ -214,13 +263,20 @@ def check_soft_targets(fn) -> bool:
                      F.softmax(z.double(), -1),
                      "you multiplied the logits by T: divide them by T": F.softmax(z.double() * t, -1),
                      "your softmax runs over the wrong dimension: use dim=-1 (the classes)":
-                     F.softmax(z.double() / t, 0)}
-            _expect(case, got, soft_targets(z.double(), t), known)
-        z = 50 * _signs(g, 16, 10).half()
+                     F.softmax(z.double() / t, 0),
+                     "your rows do not sum to 1: divide by the sum over the classes (dim=-1), or use torch.softmax":
+                     lambda p: not _close(p.sum(-1), torch.ones(len(p), dtype=torch.float64))}
+            _expect(case, got, soft_targets(z.double(), t), known, nonfinite=f"{OVERFLOW} ({case})")
+        z = 100 * _signs(g, 12, 10)
+        case = "logits of ±100 at T = 1"  # exp(100) overflows float32: a naive exp gives inf / inf
+        _expect(case, _tensor(call(case, z.clone(), 1.0), case, z.shape), soft_targets(z.double(), 1.0), {},
+                nonfinite=f"{OVERFLOW} ({case})")
+        z = 50 * _signs(g, 12, 10).half()
         case = "float16 logits of ±50 at T = 4"
         got = _tensor(call(case, z.clone(), 4.0), case, z.shape)
-        _expect(case, got, soft_targets(z.double(), 4.0), {}, (HALF_TOL, HALF_TOL))
-        return "6 cases: random logits at T = 1, 4 and 20, logits of ±50, a batch of one, float16 logits of ±50"
+        _expect(case, got, soft_targets(z.double(), 4.0), {}, (HALF_TOL, HALF_TOL), f"{OVERFLOW} ({case})")
+        return ("7 cases: random logits at T = 1, 4 and 20, logits of ±50 and ±100, a batch of one, float16 logits "
+                "of ±50")
 
     return _run("check_soft_targets", fn, cases)
 
@@ -231,34 +287,21 @@ def check_kd_loss(fn) -> bool:
     The loss is :math:`T^2 \, \mathrm{KL}(\mathrm{softmax}(v/T) \,\|\, \mathrm{softmax}(z/T))` averaged over the
     batch (Hinton, Vinyals & Dean 2015). Cases: random logits at :math:`T` = 1, 4 and 20; logits of ±50; a batch of
     one; float16 logits; the gradient with respect to the student's logits (against autograd on the reference).
-    Diagnoses: the :math:`T^2` factor missing (or :math:`T` in its place); ``reduction='mean'`` (1/C of the
-    reference); a sum over the batch; probabilities passed to ``kl_div`` (a negative loss); the reverse direction
-    KL(student ‖ teacher); the temperature missing from the softmax; a non-scalar loss; no gradient reaching the
-    student's logits; a wrong gradient.
+    Diagnoses: the :math:`T^2` factor missing (or :math:`T` in its place, or applied twice); ``reduction='mean'``
+    (1/C of the reference); a sum over the batch; probabilities passed to ``kl_div`` (a negative loss); the sign
+    flipped; a nan from log-probabilities passed as ``kl_div``'s target without ``log_target=True``; the reverse
+    direction KL(student ‖ teacher); the temperature missing from the softmax; a non-scalar loss; no gradient
+    reaching the student's logits; a wrong gradient.
     """
     def cases(call):
         g = torch.Generator().manual_seed(1)
         for case, z, v, t in _logit_cases(g):
-            got = _tensor(call(case, z.clone(), v.clone(), t), case, ())
-            known = _kd_variants(z, v, t)[1]
-            want = kd_loss(z.double(), v.double(), t)
-            if got < -1e-6:
-                raise _Wrong(f"{NEGATIVE} ({case})")
-            _expect(case, got, want, known)
-        z, v = _randn(g, 16, 10, scale=3).half(), _randn(g, 16, 10, scale=3).half()
-        case = "float16 logits at T = 4"
-        _expect(case, _tensor(call(case, z.clone(), v.clone(), 4.0), case, ()), _kd_variants(z, v, 4.0)[0], {},
-                (HALF_TOL, HALF_TOL))
-        z, v = _randn(g, 8, 10, scale=3).requires_grad_(), _randn(g, 8, 10, scale=3)
-        case = "the gradient with respect to the student's logits at T = 4"
-        loss = call(case, z, v, 4.0)
-        if not torch.is_tensor(loss) or loss.grad_fn is None:
-            raise _Wrong(f"your loss carries no gradient to the student's logits: do not detach them or convert to "
-                         f"numbers ({case})")
-        (got,) = torch.autograd.grad(loss.sum(), z)
-        zr = z.detach().clone().requires_grad_()
-        (want,) = torch.autograd.grad(kd_loss(zr, v, 4.0), zr)
-        _expect(case, got, want, {})
+            _loss_case(call, case, (z, v, t), kd_loss(z.double(), v.double(), t), _kd_variants(z, v, t)[1])
+        z, v = _randn(g, 12, 10, scale=3).half(), _randn(g, 12, 10, scale=3).half()
+        _loss_case(call, "float16 logits at T = 4", (z, v, 4.0), kd_loss(z.double(), v.double(), 4.0), {},
+                   (HALF_TOL, HALF_TOL))
+        _gradient_case(call, "the gradient with respect to the student's logits at T = 4",
+                       (_randn(g, 8, 10, scale=3), _randn(g, 8, 10, scale=3), 4.0), kd_loss)
         return "7 cases: random logits at T = 1, 4 and 20, logits of ±50, a batch of one, float16 logits, the gradient"
 
     return _run("check_kd_loss", fn, cases)
@@ -303,29 +346,37 @@ def check_distillation_loss(fn) -> bool:
     The reference is :func:`~kdtutor.losses.distillation_loss`.
 
     The loss is :math:`\alpha \, T^2\,\mathrm{KL}(p^T \| q^T) + (1 - \alpha)\,\mathrm{CE}(z, y)`, the cross-entropy
-    at :math:`T = 1`. Cases: :math:`(T, \alpha)` = (4, 0.9), (1, 0.5), (4, 0), (4, 1), (20, 0.5) and a batch of one.
-    Diagnoses: :math:`\alpha` and :math:`1 - \alpha` swapped; the :math:`T^2` factor missing; the cross-entropy
-    computed at temperature :math:`T`; the soft term's direction reversed; probabilities passed to ``kl_div``;
-    ``reduction='mean'``; a non-scalar loss.
+    at :math:`T = 1`. Cases: :math:`(T, \alpha)` = (4, 0.9), (1, 0.5), (4, 0), (4, 1), (20, 0.5); a batch of one;
+    logits of ±50; float16 logits; the gradient against autograd. Diagnoses: :math:`\alpha` and :math:`1 - \alpha`
+    swapped; the cross-entropy computed at temperature :math:`T`; and, in the soft term, each mistake
+    :func:`check_kd_loss` names; a non-scalar loss; no gradient reaching the student's logits.
     """
     def cases(call):
         g = torch.Generator().manual_seed(3)
-        settings = [(4.0, 0.9, 16), (1.0, 0.5, 16), (4.0, 0.0, 16), (4.0, 1.0, 16), (20.0, 0.5, 16), (2.0, 0.7, 1)]
-        for t, a, b in settings:
+        settings = [(4.0, 0.9, 12, 3), (1.0, 0.5, 12, 3), (4.0, 0.0, 12, 3), (4.0, 1.0, 12, 3), (20.0, 0.5, 12, 3),
+                    (2.0, 0.7, 1, 3), (1.0, 0.5, 12, 50)]
+        for t, a, b, scale in settings:
             case = f"T = {t:g}, alpha = {a:g}" + (", a batch of one" if b == 1 else "")
-            z, v = _randn(g, b, 10, scale=3), _randn(g, b, 10, scale=3)
+            case += ", logits of ±50" if scale == 50 else ""
+            z, v = (_signs(g, b, 10) * 50, _signs(g, b, 10) * 50) if scale == 50 else \
+                (_randn(g, b, 10, scale=3), _randn(g, b, 10, scale=3))
             y = torch.randint(0, 10, (b,), generator=g)
-            got = _tensor(call(case, z.clone(), v.clone(), y.clone(), t, a), case, ())
             soft, wrong_soft = _kd_variants(z, v, t)
             hard = F.cross_entropy(z.double(), y)
-            want = distillation_loss(z.double(), v.double(), y, t, a)
             known = {"you swapped alpha and 1 - alpha: alpha weighs the soft targets, 1 - alpha the labels":
                      (1 - a) * soft + a * hard,
                      "your cross-entropy uses the temperature: compute it on the raw logits (T = 1)":
                      a * soft + (1 - a) * F.cross_entropy(z.double() / t, y)}
             known |= {m: a * s + (1 - a) * hard for m, s in wrong_soft.items()}
-            _expect(case, got, want, known)
-        return "6 cases: (T, alpha) = (4, 0.9), (1, 0.5), (4, 0), (4, 1), (20, 0.5), a batch of one"
+            _loss_case(call, case, (z, v, y, t, a), distillation_loss(z.double(), v.double(), y, t, a), known)
+        z, v = _randn(g, 12, 10, scale=3).half(), _randn(g, 12, 10, scale=3).half()
+        y = torch.randint(0, 10, (12,), generator=g)
+        _loss_case(call, "float16 logits, T = 4, alpha = 0.9", (z, v, y, 4.0, 0.9),
+                   distillation_loss(z.double(), v.double(), y, 4.0, 0.9), {}, (HALF_TOL, HALF_TOL))
+        _gradient_case(call, "the gradient with respect to the student's logits, T = 4, alpha = 0.5",
+                       (_randn(g, 8, 10, scale=3), _randn(g, 8, 10, scale=3), y[:8], 4.0, 0.5), distillation_loss)
+        return ("9 cases: (T, alpha) = (4, 0.9), (1, 0.5), (4, 0), (4, 1), (20, 0.5), a batch of one, logits of ±50, "
+                "float16 logits, the gradient")
 
     return _run("check_distillation_loss", fn, cases)
 
@@ -384,8 +435,9 @@ def check_prune_step(fn) -> bool:
     ``second`` without the matching input channels; the layers passed in stay unchanged. The oracle: the pruned
     pair's output equals the original pair's with the removed channels zeroed after the ReLU. Cases: 3 → 8 → 5
     channels keeping 5, 1 and all 8. Diagnoses: not two ``nn.Conv2d``; the input layers modified; a wrong number of
-    channels; ``second``'s input channels not removed; the smallest filters kept; filters ranked by their L1 norm;
-    the channel order changed; ``first``'s bias not pruned; a wrong output.
+    channels; ``second``'s input channels not removed; weights sliced but ``out_channels`` / ``in_channels`` left at
+    the old sizes; the smallest filters kept; filters ranked by their L1 norm; the channel order changed;
+    ``first``'s bias not pruned; a wrong output.
     """
     def cases(call):
         g = torch.Generator().manual_seed(5)
@@ -402,11 +454,16 @@ def check_prune_step(fn) -> bool:
                        for a, b in zip(old.values(), m.state_dict().values(), strict=True)):
                 raise _Wrong(f"you changed the layers you were given: build new ones ({case})")
             new_first, new_second = out
-            if new_first.out_channels != keep:
-                raise _Wrong(f"first keeps {new_first.out_channels} output channels, expected keep = {keep} ({case})")
-            if new_second.in_channels != keep:
-                raise _Wrong(f"second still has {new_second.in_channels} input channels: remove those that match the "
-                             f"removed filters, second.weight[:, kept] ({case})")
+            n_out, n_in = new_first.weight.shape[0], new_second.weight.shape[1]  # what the weights hold
+            if n_out != keep:
+                raise _Wrong(f"first keeps {n_out} output channels, expected keep = {keep} ({case})")
+            if n_in != keep:
+                raise _Wrong(f"second still has {n_in} input channels: remove those that match the removed filters, "
+                             f"second.weight[:, kept] ({case})")
+            if (new_first.out_channels, new_second.in_channels) != (keep, keep):
+                raise _Wrong(f"the weights are pruned, but first.out_channels = {new_first.out_channels} and "
+                             f"second.in_channels = {new_second.in_channels} still give the old sizes: build new "
+                             f"nn.Conv2d layers of the new sizes, or update these attributes ({case})")
             kept = norms.topk(keep).indices.sort().values
             wrong = {"you kept the filters with the smallest norm: keep those with the largest L2 norm":
                      norms.topk(keep, largest=False).indices.sort().values,
@@ -427,7 +484,7 @@ def check_prune_step(fn) -> bool:
             with torch.no_grad():
                 want = second(F.relu(first(x)) * mask[:, None, None])
                 got = new_second(F.relu(new_first(x)))
-            _expect(case, got, want, {}, (1e-4, 1e-5))
+            _expect(case, got, want, {}, (RTOL, CONV_ATOL))
         return "3 cases: 3 -> 8 -> 5 channels, keeping 5, 1 and all 8; outputs against the original pair"
 
     return _run("check_prune_step", fn, cases)
@@ -471,9 +528,9 @@ def check_int8_round_trip(fn) -> bool:
                       top / 255, "your scale divides by 128: use max|x| / 127, so that both ends fit": top / 128,
                       "your scale is asymmetric ((max - min) / 255): use the symmetric max|x| / 127":
                       (x.max() - x.min()).item() / 255}
-            if abs(s - top / 127) > 1e-5 * top / 127:
+            if abs(s - top / 127) > SCALE_RTOL * top / 127:
                 for diagnosis, value in scales.items():
-                    if abs(s - value) <= 1e-5 * value:
+                    if abs(s - value) <= SCALE_RTOL * value:
                         raise _Wrong(f"{diagnosis} ({case})")
                 raise _Wrong(f"scale should be max|x| / 127 = {top / 127:.6g}, got {s:.6g} ({case})")
             ratio = x.double() / s
@@ -550,10 +607,13 @@ def check_reverse_kl(fn) -> bool:
                            ("logits of ±50", 50 * _signs(g, 4, 6, 12), 50 * _signs(g, 4, 6, 12)),
                            ("one sequence of one position", *one)):
             got = _tensor(call(case, z.clone(), v.clone()), case, ())
+            want = reverse_kl(z.double(), v.double())
+            if got < -1e-6 and _close(got, -want):
+                raise _Wrong(f"your KL is negative: it has the wrong sign — KL(q ‖ p) = sum q (log q - log p) "
+                             f"({case})")
             if got < -1e-6:
                 raise _Wrong(f"your KL is negative, and a KL divergence never is: compare log-probabilities "
                              f"(log_softmax) and weigh by the student's probabilities ({case})")
-            want = reverse_kl(z.double(), v.double())
             b, n, vocab = z.shape
             known = {"you computed KL(teacher ‖ student), the forward direction: the reverse KL weighs by the "
                      "student's q, sum q (log q - log p)": forward_kl(z.double(), v.double()),

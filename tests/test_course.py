@@ -3,6 +3,9 @@ confirmation; each typical wrong one fails with the diagnosis that names its mis
 implemented yet"; the learner's exceptions are reported, never raised; a non-callable raises TypeError; and the
 learner's random state is left alone."""
 
+import copy
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -53,6 +56,12 @@ def kd_per_image(z, v, t):
     return kl(log_soft(v, t), log_soft(z, t)) * t * t
 
 
+def kd_not_for_half(z, v, t):
+    if z.dtype == torch.float16:
+        raise NotImplementedError("float16")
+    return kd(z, v, t)
+
+
 def kd_detached(z, v, t):
     return kd(z.detach(), v, t)
 
@@ -97,6 +106,14 @@ def prune(first, second, keep, rank=lambda w: w.flatten(1).norm(dim=1), largest=
     return a, b
 
 
+def prune_stale_sizes(first, second, keep):  # right weights, but the layers' sizes still say 8 channels
+    idx = first.weight.detach().flatten(1).norm(dim=1).topk(keep).indices.sort().values
+    a, b = copy.deepcopy(first), copy.deepcopy(second)
+    a.weight, a.bias = nn.Parameter(first.weight.detach()[idx]), nn.Parameter(first.bias.detach()[idx])
+    b.weight = nn.Parameter(second.weight.detach()[:, idx])
+    return a, b
+
+
 def prune_in_place(first, second, keep):
     with torch.no_grad():
         first.weight.mul_(2)
@@ -125,7 +142,9 @@ WRONG = [  # (checker, wrong implementation, a phrase of its diagnosis)
     (course.check_soft_targets, lambda z, t: soft(z, 1.0), "does not depend on the temperature"),
     (course.check_soft_targets, lambda z, t: soft(z * t * t, t), "multiplied the logits by T"),
     (course.check_soft_targets, lambda z, t: soft(z.T, t).T, "wrong dimension"),
-    (course.check_soft_targets, lambda z, t: torch.exp(z / t) / torch.exp(z / t).sum(-1, keepdim=True), "inf or nan"),
+    (course.check_soft_targets, lambda z, t: torch.exp(z.float() / t) / torch.exp(z.float() / t).sum(-1, keepdim=True),
+     "inf or nan for large logits"),  # float32 overflows at ±100
+    (course.check_soft_targets, lambda z, t: torch.exp(z / t - (z / t).amax(-1, keepdim=True)), "do not sum to 1"),
     (course.check_kd_loss, pitfalls.kd_loss_missing_t2, "did you forget the T² factor?"),
     (course.check_kd_loss, pitfalls.kd_loss_mean_reduction, "1/C of the reference"),
     (course.check_kd_loss, kd_mean_reduction, "use reduction='batchmean'"),
@@ -136,7 +155,21 @@ WRONG = [  # (checker, wrong implementation, a phrase of its diagnosis)
     (course.check_kd_loss, kd_no_t_in_softmax, "ignore the temperature"),
     (course.check_kd_loss, kd_per_image, "return one number for the batch"),
     (course.check_kd_loss, kd_detached, "carries no gradient"),
+    (course.check_kd_loss, lambda z, v, t: kd(z, v, t) * t * t, "applied twice"),
+    (course.check_kd_loss, lambda z, v, t: -kd(z, v, t), "wrong sign"),
+    (course.check_kd_loss, lambda z, v, t: F.kl_div(log_soft(z, t), log_soft(v, t), reduction="batchmean") * t * t,
+     "log_target=True"),
+    (course.check_kd_loss, lambda z, v, t: kd(z.detach().requires_grad_(), v, t), "carries no gradient"),
+    (course.check_kd_loss, kd_not_for_half, "raised NotImplementedError"),
     (course.check_distillation_loss, lambda z, v, y, t, a: dl(z, v, y, t, 1 - a), "swapped alpha"),
+    (course.check_distillation_loss, lambda z, v, y, t, a: a * kd_mean_reduction(z, v, t) + (1 - a) * ce(z, y),
+     "use reduction='batchmean'"),
+    (course.check_distillation_loss, lambda z, v, y, t, a: a * kd(z, v, t) * t * t + (1 - a) * ce(z, y),
+     "applied twice"),
+    (course.check_distillation_loss, lambda z, v, y, t, a: torch.tensor(dl(z, v, y, t, a).item()),
+     "carries no gradient"),
+    (course.check_distillation_loss, lambda z, v, y, t, a: a * kl(torch.log(soft(v, t)), torch.log(soft(z, t))).mean()
+     * t * t + (1 - a) * ce(z, y), "log(softmax"),
     (course.check_distillation_loss, lambda z, v, y, t, a: a * kd(z, v, t) / t / t + (1 - a) * ce(z, y),
      "forget the T² factor"),
     (course.check_distillation_loss, lambda z, v, y, t, a: a * kd(z, v, t) + (1 - a) * ce(z / t, y),
@@ -162,6 +195,8 @@ WRONG = [  # (checker, wrong implementation, a phrase of its diagnosis)
      "divide by all samples"),
     (course.check_negative_flip_rate, lambda o, n, y: 100 * nfr(o, n, y), "percentage"),
     (course.check_int8_round_trip, lambda x: (int8(x)[0].float(), int8(x)[1]), "torch.int8"),
+    (course.check_int8_round_trip, lambda x: (int8(x)[0], x.abs().amax(-1, keepdim=True) / 127), "could not be used"),
+    (course.check_int8_round_trip, lambda x: (int8(x)[0], None), "could not be used"),
     (course.check_int8_round_trip, lambda x: (int8(x)[0].to(torch.uint8), int8(x)[1]), "uint8 holds 0 to 255"),
     (course.check_int8_round_trip, lambda x: ((x / int8(x)[1]).to(torch.int8), int8(x)[1]), "truncated"),
     (course.check_int8_round_trip, lambda x: ((x / int8(x)[1]).floor().to(torch.int8), int8(x)[1]), "floor"),
@@ -177,15 +212,18 @@ WRONG = [  # (checker, wrong implementation, a phrase of its diagnosis)
     (course.check_prune_step, lambda a, b, k: prune(a, b, k, sort=False), "order changed"),
     (course.check_prune_step, lambda a, b, k: prune(a, b, k, bias=False), "bias was not pruned"),
     (course.check_prune_step, lambda a, b, k: prune(a, b, k, slice_second=False), "still has 8 input channels"),
+    (course.check_prune_step, prune_stale_sizes, "still give the old sizes"),
     (course.check_prune_step, lambda a, b, k: prune(a, b, min(k + 1, 8)), "expected keep"),
     (course.check_prune_step, prune_in_place, "you changed the layers you were given"),
     (course.check_prune_step, lambda a, b, k: prune(a, b, k)[0], "return two nn.Conv2d"),
+    (course.check_prune_step, lambda a, b, k: tuple(m.double() for m in prune(a, b, k)), "could not be used"),
     (course.check_reverse_kl, lambda z, v: reverse(v, z), "the forward direction"),
     (course.check_reverse_kl, lambda z, v: reverse(z, v) * z.shape[1], "summed over the positions"),
     (course.check_reverse_kl, lambda z, v: reverse(z, v) * z.shape[0], "summed over the batch"),
     (course.check_reverse_kl, lambda z, v: reverse(z, v) * z.shape[0] * z.shape[1], "summed over batch and positions"),
     (course.check_reverse_kl, lambda z, v: reverse(z, v) / z.shape[-1], "averaged over the vocabulary"),
-    (course.check_reverse_kl, lambda z, v: -reverse(z, v), "negative"),
+    (course.check_reverse_kl, lambda z, v: -reverse(z, v), "wrong sign"),
+    (course.check_reverse_kl, lambda z, v: -reverse(z, v) - 1, "never is"),
     (course.check_reverse_kl, lambda z, v: kl(torch.log(soft(z, 1.0)), torch.log(soft(v, 1.0))).mean(),
      "log_softmax rather than log(softmax"),
 ]
@@ -249,7 +287,7 @@ def test_a_float16_failure_gets_a_hint(capsys):
         return soft(z, t)
 
     assert course.check_soft_targets(half_only) is False
-    assert "convert with .float() first" in capsys.readouterr().out
+    assert "upcast to float32 with .float() first" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("checker", CHECKERS, ids=lambda c: c.__name__)
@@ -265,6 +303,20 @@ def test_checkers_leave_the_global_random_state_and_print_no_warnings(capsys):
         checker(fn)
     assert torch.equal(torch.get_rng_state(), state)
     assert "Warning" not in capsys.readouterr().err
+
+
+def test_a_learner_who_draws_random_numbers_and_warns_leaves_no_trace(capsys):
+    def noisy_but_right(z, t):
+        warnings.warn("a learner's warning", UserWarning, stacklevel=1)
+        return soft(z, t) + 0 * torch.rand(())  # draws from the global generator
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert course.check_soft_targets(noisy_but_right) is True
+    assert not caught and torch.equal(torch.get_rng_state(), state)
+    assert capsys.readouterr().err == ""
 
 
 def test_the_verdict_is_the_same_on_every_run(capsys):

@@ -2,12 +2,18 @@
 multiplier, its argument checks, its checkpoint round trip, and its cost counted on the meta device against a
 hand formula (about 92M parameters at full width, never allocated)."""
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 import kdtutor as kd
 from kdtutor.models import VGG12, cost_on_meta, vgg12, vgg12_fmnist
 
+ROOT = Path(__file__).resolve().parents[1]
 STAGES = (64, 128, 256, 512, 1024, 2048)
 
 
@@ -75,3 +81,21 @@ def test_checkpoint_round_trip_rebuilds_it_from_the_file(tmp_path):
     assert isinstance(loaded, VGG12) and loaded.config == model.config
     with torch.no_grad():
         assert torch.equal(loaded.eval()(x), model(x))
+
+
+def test_the_appendix_cifar_recipe_runs_when_opted_in(monkeypatch, capsys):
+    """The appendix's opt-in cell as written, on 64 random 3x32x32 images, a VGG12 at 1/64 width and one epoch:
+    the recipe itself (augmentation, then distillation from the teacher online) runs; only its sizes are small."""
+    cells = json.loads((ROOT / "book" / "vgg-done-right.ipynb").read_text())["cells"]
+    (cell,) = ["".join(c["source"]) for c in cells if c["cell_type"] == "code" and "KDTUTOR_ONLINE" in "".join(
+        c["source"])]
+    g = torch.Generator().manual_seed(0)
+    fake = TensorDataset(torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g))
+    monkeypatch.setenv("KDTUTOR_ONLINE", "1")
+    monkeypatch.setattr(kd, "load_cifar10", lambda: (fake, fake))
+    monkeypatch.setattr(kd, "vgg12", lambda **kwargs: vgg12(**{**kwargs, "width": 1 / 64}))
+    config = kd.TrainConfig
+    monkeypatch.setattr(kd, "TrainConfig", lambda **kwargs: config(**{**kwargs, "epochs": 1}))
+    exec(cell, {"kd": kd, "os": os})
+    out = capsys.readouterr().out
+    assert "VGG12 teacher:" in out and "distilled student:" in out and "skipped" not in out
