@@ -27,7 +27,10 @@ scale with :math:`\max|x|/127` to ``SCALE_RTOL``, its ``q`` exactly.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import time
 import warnings
 from collections.abc import Callable
 
@@ -44,7 +47,7 @@ __all__ = [
     "ATOL", "CONV_ATOL", "HALF_TOL", "RTOL", "SCALE_RTOL",
     "check_attention_map", "check_distillation_loss", "check_int8_round_trip", "check_kd_loss",
     "check_negative_flip_rate", "check_prune_step", "check_reverse_kl", "check_soft_target_gradient",
-    "check_soft_targets",
+    "check_soft_targets", "checker_seconds",
 ]
 
 RTOL, ATOL = 1e-4, 1e-6  # float32 results against the float64 reference (a float32 sum, times T² up to 400)
@@ -626,3 +629,21 @@ def check_reverse_kl(fn) -> bool:
         return "3 cases: random logits, logits of ±50, one sequence of one position"
 
     return _run("check_reverse_kl", fn, cases)
+
+
+def checker_seconds(check: Callable[[Callable], bool], fn: Callable) -> float:
+    """Wall-clock seconds ``check(fn)`` takes, its report silenced: what an exercise's checker costs a learner.
+
+    For the instructor's page, which lists how long each checker ran on its solution. Raises ``ValueError`` when
+    the checker does not pass ``fn`` (time a right answer, so that every case runs).
+    """
+    if not callable(check):
+        raise TypeError(f"check: expected a checker such as course.check_kd_loss, got {type(check).__name__}")
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()) as report:
+        passed = check(fn)
+    seconds = time.perf_counter() - start
+    if passed is not True:
+        raise ValueError(f"fn: {getattr(check, '__name__', 'the checker')} did not pass it, so not every case ran; "
+                         f"time a right answer. The checker said: {report.getvalue().strip()}")
+    return seconds

@@ -22,14 +22,15 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from kdtutor.evaluation import evaluate
+from kdtutor.data import stratified_indices, subset
+from kdtutor.evaluation import compute_logits, evaluate
 from kdtutor.notebook import pm
 from kdtutor.progress import bar
 from kdtutor.training import fit
 
 __all__ = [
-    "T_975", "best_class_shift", "compare", "describe_gain", "mean_std", "over_seeds", "paired_gain", "plot_gains",
-    "pm", "run_arm", "shift_class", "summarize", "t_quantile",
+    "T_975", "best_class_shift", "compare", "describe_gain", "few_labels", "mean_std", "over_seeds", "paired_gain",
+    "plot_gains", "pm", "run_arm", "shift_class", "summarize", "t_quantile",
 ]
 
 
@@ -74,6 +75,37 @@ def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[i
         return {**row, "train_acc": history.train_acc[-1], "model": model, "history": history}
 
     return over_seeds(run, bar(list(seeds), desc=arm, verbose=progress), arm=arm)
+
+
+def few_labels(train, per_class: int, teacher_logits: torch.Tensor | None = None, teacher=None) -> Callable:
+    """``data(seed)`` for :func:`run_arm`: ``per_class`` labelled images of every class of ``train``, drawn by the seed.
+
+    The few-labels regime of the book (:func:`~kdtutor.data.stratified_indices`, so every seed draws another balanced
+    subset, the same for every arm run with that seed). ``train`` is a ``TensorDataset`` of images and labels. For a
+    distilled arm give the teacher one of two ways: ``teacher_logits``, its logits on *all* of ``train`` in order
+    (cached once; each draw takes the rows of its images), or ``teacher``, a model run on each drawn subset. With
+    neither, ``data(seed)`` is the subset alone; with one, a dict ``{"train": subset, "teacher_logits": ...}``.
+    """
+    labels = train.tensors[1] if hasattr(train, "tensors") else None
+    if labels is None:
+        raise TypeError(f"train: expected a TensorDataset of images and labels, got {type(train).__name__}")
+    if teacher_logits is not None and teacher is not None:
+        raise ValueError("teacher_logits, teacher: give the teacher's cached logits or the teacher, not both")
+    if teacher_logits is not None and len(teacher_logits) != len(train):
+        raise ValueError(f"teacher_logits: expected one row per image of train ({len(train)}), got "
+                         f"{len(teacher_logits)}")
+    stratified_indices(labels, per_class)  # checks per_class now, not at the first seed
+
+    def data(seed: int):
+        idx = stratified_indices(labels, per_class, seed=seed)
+        images = subset(train, idx)
+        if teacher_logits is not None:
+            return {"train": images, "teacher_logits": teacher_logits[idx]}
+        if teacher is not None:
+            return {"train": images, "teacher_logits": compute_logits(teacher, images, verbose=False)}
+        return images
+
+    return data
 
 
 def mean_std(values: Sequence, key: str | None = None) -> tuple[float, float]:

@@ -192,6 +192,21 @@ def test_static_quantization_agrees_with_fp32_and_is_smaller(cnn, data, tmp_path
     assert len(weights) == 4 and all(t.data_type == onnx.TensorProto.INT8 for t in weights)  # stored as int8
 
 
+@pytest.mark.parametrize("reduce_range, qmax", [(True, 64), (False, 127)])
+def test_quantize_static_stores_weights_on_the_grid_it_is_asked_for(cnn, data, tmp_path, reduce_range, qmax):
+    import onnx
+    from onnx import numpy_helper
+
+    x, _ = data
+    fp32 = kc.export_onnx(cnn, tmp_path / "fp32.onnx", x[:2])
+    int8 = kc.quantize_static(fp32, tmp_path / "int8.onnx", x[:256], reduce_range=reduce_range)
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(int8)).graph.initializer
+               if len(t.dims) >= 2 and t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) == 4
+    for w in weights:  # symmetric: the largest weights sit on the grid's edge, none beyond it
+        assert int(abs(w.astype(int)).max()) == qmax
+
+
 def test_quantize_static_can_leave_convolutions_in_float(cnn, data, tmp_path):
     import onnx
 
@@ -230,10 +245,11 @@ def int8_round_trip(v, scale, zero_point, lo, hi):
     return (torch.clamp(torch.round(v / scale) + zero_point, lo, hi) - zero_point) * scale
 
 
-def test_fake_quantized_linear_matches_the_written_out_formula():
+@pytest.mark.parametrize("reduce_range, qmax", [(True, 64), (False, 127)])
+def test_fake_quantized_linear_matches_the_written_out_formula(reduce_range, qmax):
     torch.manual_seed(0)
     layer = nn.Linear(6, 3)
-    wrapped = kc.FakeQuantized(layer).train()
+    wrapped = kc.FakeQuantized(layer, reduce_range=reduce_range).train()
     x = torch.randn(5, 6) * 3
     wrapped(x)  # the first batch sets the range
     wrapped.eval()
@@ -241,8 +257,8 @@ def test_fake_quantized_linear_matches_the_written_out_formula():
     scale = (hi - lo) / 255
     zero_point = round(-128 - lo / scale)
     xq = int8_round_trip(x, scale, zero_point, -128, 127)
-    w_scale = layer.weight.abs().amax(1, keepdim=True) / 127
-    wq = int8_round_trip(layer.weight, w_scale, 0, -127, 127)
+    w_scale = layer.weight.abs().amax(1, keepdim=True) / qmax
+    wq = int8_round_trip(layer.weight, w_scale, 0, -qmax, qmax)
     assert torch.allclose(wrapped(x), xq @ wq.T + layer.bias, atol=1e-5)
     assert not torch.allclose(wrapped(x), layer(x), atol=1e-5)  # the rounding is really there
 

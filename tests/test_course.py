@@ -324,3 +324,17 @@ def test_the_verdict_is_the_same_on_every_run(capsys):
         course.check_kd_loss(pitfalls.kd_loss_missing_t2)
     first, second = capsys.readouterr().out.splitlines()
     assert first == second
+
+
+def test_checker_seconds_times_a_right_answer_silently(capsys):
+    check, fn = RIGHT[0]
+    seconds = course.checker_seconds(check, fn)
+    assert 0 < seconds < 60 and capsys.readouterr().out == ""
+
+
+def test_checker_seconds_refuses_a_wrong_answer_and_says_what_the_checker_said(capsys):
+    with pytest.raises(ValueError, match="fn: check_kd_loss did not pass it.*forget the T² factor"):
+        course.checker_seconds(course.check_kd_loss, pitfalls.kd_loss_missing_t2)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(TypeError, match="check: expected a checker"):
+        course.checker_seconds("check_kd_loss", kd)

@@ -231,3 +231,31 @@ def test_run_arm_draws_the_data_from_the_seed(small):
         run_arm("few", make, lambda s: {"data": train}, [0], {}, epochs=1, device="cpu")
     with pytest.raises(ValueError, match=r"both set \['lr'\]"):
         run_arm("few", make, data, [0], {}, epochs=1, lr=1e-3, device="cpu")
+
+
+def test_few_labels_draws_a_balanced_subset_per_seed_with_the_teachers_rows(small):
+    import kdtutor as kd
+    from kdtutor.experiments import few_labels
+
+    train, _ = small
+    images, labels = train.tensors
+    teacher = kd.MLP(hidden=(8,)).eval()
+    with torch.no_grad():
+        logits = teacher(images)
+    plain, cached, online = (few_labels(train, 5), few_labels(train, 5, teacher_logits=logits),
+                             few_labels(train, 5, teacher=teacher))
+    a, b = plain(0), plain(1)
+    assert len(a) == 50 and torch.equal(a.tensors[1].bincount(), torch.full((10,), 5))
+    assert not torch.equal(a.tensors[0], b.tensors[0]) and torch.equal(plain(0).tensors[0], a.tensors[0])
+    # the cached rows belong to the drawn images: the teacher run on them gives the same logits
+    c, o = cached(0), online(0)
+    assert torch.equal(c["train"].tensors[0], a.tensors[0]) and torch.equal(o["train"].tensors[0], a.tensors[0])
+    torch.testing.assert_close(c["teacher_logits"], o["teacher_logits"])
+    with pytest.raises(ValueError, match="not both"):
+        few_labels(train, 5, teacher_logits=logits, teacher=teacher)
+    with pytest.raises(ValueError, match="teacher_logits: expected one row per image"):
+        few_labels(train, 5, teacher_logits=logits[:10])
+    with pytest.raises(ValueError, match="n_per_class"):
+        few_labels(train, 10_000)
+    with pytest.raises(TypeError, match="train: expected a TensorDataset"):
+        few_labels([(images[0], 0)], 1)

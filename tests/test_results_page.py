@@ -46,10 +46,16 @@ def notebook(doc: str) -> dict:
 
 
 def glue_cell(nb: dict, key: str) -> int | None:
-    """The index of the code cell that calls ``glue("key", ...)``."""
+    """The index of the code cell that glues ``key``: the one that calls ``glue("key", ...)``, or, for a key a loop
+    builds (``glue(f"{name}_gain", ...)``), the f-string glue call whose stored outputs hold the key."""
     call = re.compile(rf"\bglue\(\s*[\"']{re.escape(key)}[\"']")
     code = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and call.search("".join(c["source"]))]
-    return code[0] if code else None
+    if code:
+        return code[0]
+    built = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
+             and re.search(r"\bglue\(\s*f[\"']", "".join(c["source"]))
+             and any(out.get("metadata", {}).get("scrapbook", {}).get("name") == key for out in c.get("outputs", []))]
+    return built[0] if built else None
 
 
 def stored_value(nb: dict, key: str) -> str | None:

@@ -9,7 +9,9 @@ estimator, inside ``torch.fake_quantize_per_*_affine``) — and the weights lear
 it computes ``layer(fq(x))`` with ``fq(w)``, rounding inputs and weights the way ONNX Runtime's static QDQ quantization
 (:func:`~kdtutor.compression.quantize_static`) does for those layers:
 
-* weights: signed int8, symmetric, one scale per output channel, :math:`s_c = \\max|w_c| / 127`;
+* weights: signed int8, symmetric, one scale per output channel, :math:`s_c = \\max|w_c| / 64` on the grid
+  :math:`[-64, 64]` (``reduce_range=True``, as :func:`~kdtutor.compression.quantize_static` stores them by default;
+  :math:`/127` on :math:`[-127, 127]` with ``reduce_range=False``);
 * inputs: signed int8, asymmetric, one scale and zero point per tensor from the observed range
   :math:`[\\min(0, lo), \\max(0, hi)]`, :math:`s = (hi - lo)/255`, tracked as an exponential moving average of each
   training batch's min and max, frozen in eval mode (ONNX Runtime calibrates with min/max over calibration images).
@@ -36,10 +38,11 @@ __all__ = ["FakeQuantized", "quantize_aware", "strip"]
 class FakeQuantized(nn.Module):
     """A conv or linear ``layer`` whose input and weight pass through int8 fake quantization."""
 
-    def __init__(self, layer: nn.Conv2d | nn.Linear, momentum: float = 0.1):
+    def __init__(self, layer: nn.Conv2d | nn.Linear, momentum: float = 0.1, reduce_range: bool = True):
         super().__init__()
         self.layer = layer
         self.momentum = momentum  # weight of each new batch in the moving average of the input range
+        self.weight_qmax = 64 if reduce_range else 127  # the weights' grid is [-qmax, qmax], as ONNX Runtime's
         self.register_buffer("lo", torch.tensor(float("nan")))
         self.register_buffer("hi", torch.tensor(float("nan")))
 
@@ -53,9 +56,10 @@ class FakeQuantized(nn.Module):
         zero_point = torch.clamp(torch.round(-128 - lo / scale), -128, 127).to(torch.int32)
         x = torch.fake_quantize_per_tensor_affine(x, scale.float(), zero_point, -128, 127)
         w = self.layer.weight
-        w_scale = torch.clamp(w.detach().abs().flatten(1).amax(1) / 127.0, min=1e-8)
+        q = self.weight_qmax
+        w_scale = torch.clamp(w.detach().abs().flatten(1).amax(1) / q, min=1e-8)
         w = torch.fake_quantize_per_channel_affine(w, w_scale.float(), torch.zeros_like(w_scale, dtype=torch.int32),
-                                                   0, -127, 127)
+                                                   0, -q, q)
         if isinstance(self.layer, nn.Conv2d):
             return self.layer._conv_forward(x, w, self.layer.bias)
         return F.linear(x, w, self.layer.bias)
@@ -68,9 +72,10 @@ class FakeQuantized(nn.Module):
             self.lo.lerp_(lo, self.momentum), self.hi.lerp_(hi, self.momentum)
 
 
-def quantize_aware(model: nn.Module) -> nn.Module:
+def quantize_aware(model: nn.Module, reduce_range: bool = True) -> nn.Module:
     """A copy of ``model`` with every ``nn.Conv2d`` and ``nn.Linear`` wrapped in
-    :class:`~kdtutor.compression.FakeQuantized`."""
+    :class:`~kdtutor.compression.FakeQuantized`; ``reduce_range`` as for the deployment's
+    :func:`~kdtutor.compression.quantize_static` (train for the grid the model will be stored on)."""
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ValueError(f"model: a {type(model).__name__} with BatchNorm; fold BatchNorm into the convolutions "
                          "first (fake quantization here does not simulate the folding ONNX Runtime does)")
@@ -80,7 +85,8 @@ def quantize_aware(model: nn.Module) -> nn.Module:
         raise ValueError(f"model: a {type(model).__name__} has no nn.Conv2d or nn.Linear layer to quantize")
     for name, layer in targets:
         parent, _, attr = name.rpartition(".")
-        setattr(wrapped.get_submodule(parent) if parent else wrapped, attr, FakeQuantized(layer))
+        setattr(wrapped.get_submodule(parent) if parent else wrapped, attr,
+                FakeQuantized(layer, reduce_range=reduce_range))
     return wrapped
 
 

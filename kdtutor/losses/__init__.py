@@ -24,6 +24,7 @@ from kdtutor.losses.logits import (
     distillation_loss_unchecked,
     kd_loss,
     kd_loss_unchecked,
+    kl_rows,
     soft_targets,
 )
 from kdtutor.losses.sequence import forward_kl, generalized_jsd, reverse_kl
@@ -37,8 +38,8 @@ from kdtutor.losses.updating import (
 )
 
 __all__ = [
-    "distillation_loss", "distillation_loss_unchecked", "kd_loss", "kd_loss_unchecked", "logit_matching_loss",
-    "permuted_soft_targets", "smoothing_for_entropy", "soft_targets",
+    "distillation_loss", "distillation_loss_unchecked", "kd_loss", "kd_loss_unchecked", "kl_rows",
+    "logit_matching_loss", "permuted_soft_targets", "smoothing_for_entropy", "soft_targets",
     "focal_distillation_loss", "focal_distillation_loss_unchecked", "lwf_loss", "lwf_loss_unchecked",
     "old_class_index", "per_sample_kl",
     "attention_map", "attention_transfer_loss", "dkd_loss", "dkd_loss_unchecked", "dkd_terms", "hint_loss",

@@ -28,7 +28,9 @@ import torch.nn.functional as F
 
 from kdtutor import checks
 
-__all__ = ["distillation_loss", "kd_loss", "kd_loss_unchecked", "distillation_loss_unchecked", "soft_targets"]
+__all__ = [
+    "distillation_loss", "kd_loss", "kd_loss_unchecked", "distillation_loss_unchecked", "kl_rows", "soft_targets",
+]
 
 
 def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -43,6 +45,17 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 def _full(x: torch.Tensor) -> torch.Tensor:
     """Half-precision logits (from mixed-precision training) are upcast to float32; float64 stays float64."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def kl_rows(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+    r""":math:`\mathrm{KL}(a \,\|\, b) = \sum_i a_i (\log a_i - \log b_i)` for each row, from log-probabilities.
+
+    A tensor with the last dimension summed away, no mean and no :math:`T^2`: the building block of the losses that
+    weigh or mask rows (:func:`~kdtutor.losses.per_sample_kl`, the sequence divergences). Both arguments are
+    log-probabilities (``log_softmax``); their order is the direction — ``kl_rows(log_p, log_q)`` is KL(teacher ‖
+    student) when ``p`` is the teacher's.
+    """
+    return (log_a.exp() * (log_a - log_b)).sum(-1)
 
 
 def kd_loss_unchecked(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from kdtutor import checks
+from kdtutor.losses.logits import kl_rows
 
 __all__ = ["forward_kl", "generalized_jsd", "reverse_kl"]
 
@@ -64,11 +65,6 @@ def _token_log_probs(student_logits, teacher_logits, mask, t: float) -> tuple[to
     return log_probs(student_logits), log_probs(teacher_logits)
 
 
-def _kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
-    r""":math:`\mathrm{KL}(a \,\|\, b) = \sum_i a_i (\log a_i - \log b_i)` per row, from log-probabilities."""
-    return (log_a.exp() * (log_a - log_b)).sum(-1)
-
-
 def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None,
                temperature: float = 1.0) -> torch.Tensor:
     r""":math:`\frac{T^2}{|\mathcal{K}|}\sum_{t \in \mathcal{K}} \mathrm{KL}(p_t \,\|\, q_t)`: token-level KD,
@@ -79,7 +75,7 @@ def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask:
     """
     t = checks.temperature(temperature)
     log_q, log_p = _token_log_probs(student_logits, teacher_logits, mask, t)
-    return _kl(log_p, log_q).mean() * t * t
+    return kl_rows(log_p, log_q).mean() * t * t
 
 
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None,
@@ -92,7 +88,7 @@ def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask:
     """
     t = checks.temperature(temperature)
     log_q, log_p = _token_log_probs(student_logits, teacher_logits, mask, t)
-    return _kl(log_q, log_p).mean() * t * t
+    return kl_rows(log_q, log_p).mean() * t * t
 
 
 def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None,
@@ -120,8 +116,8 @@ def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     b = checks.probability(beta, "beta")
     log_q, log_p = _token_log_probs(student_logits, teacher_logits, mask, t)
     if b == 0.0:
-        return _kl(log_p, log_q).mean() * t * t
+        return kl_rows(log_p, log_q).mean() * t * t
     if b == 1.0:
-        return _kl(log_q, log_p).mean() * t * t
+        return kl_rows(log_q, log_p).mean() * t * t
     log_m = torch.logsumexp(torch.stack([log_p + math.log(b), log_q + math.log1p(-b)]), dim=0)
-    return (b * _kl(log_p, log_m) + (1 - b) * _kl(log_q, log_m)).mean() * t * t
+    return (b * kl_rows(log_p, log_m) + (1 - b) * kl_rows(log_q, log_m)).mean() * t * t

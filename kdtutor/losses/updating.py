@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from kdtutor import checks
+from kdtutor.losses.logits import kl_rows
 
 __all__ = [
     "focal_distillation_loss", "focal_distillation_loss_unchecked", "lwf_loss", "lwf_loss_unchecked",
@@ -49,7 +50,7 @@ def per_sample_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t:
     r""":math:`T^2\,\mathrm{KL}(\mathrm{softmax}(v/T) \| \mathrm{softmax}(z/T))` for each row (a vector, no mean)."""
     log_q = F.log_softmax(student_logits.float() / t, dim=-1)
     log_p = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(-1) * t * t
+    return kl_rows(log_p, log_q) * t * t
 
 
 def focal_distillation_loss_unchecked(student_logits, old_logits, targets, t: float, base_weight: float,
