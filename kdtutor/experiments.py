@@ -94,7 +94,10 @@ def few_labels(train, per_class: int, teacher_logits: torch.Tensor | None = None
     if teacher_logits is not None and len(teacher_logits) != len(train):
         raise ValueError(f"teacher_logits: expected one row per image of train ({len(train)}), got "
                          f"{len(teacher_logits)}")
-    stratified_indices(labels, per_class)  # checks per_class now, not at the first seed
+    smallest = int(labels.unique(return_counts=True)[1].min()) if len(labels) else 0  # of the classes present
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= smallest:
+        raise ValueError(f"per_class: expected an int from 1 to {smallest} (the smallest class of train), got "
+                         f"{per_class!r}")
 
     def data(seed: int):
         idx = stratified_indices(labels, per_class, seed=seed)

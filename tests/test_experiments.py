@@ -255,7 +255,8 @@ def test_few_labels_draws_a_balanced_subset_per_seed_with_the_teachers_rows(smal
         few_labels(train, 5, teacher_logits=logits, teacher=teacher)
     with pytest.raises(ValueError, match="teacher_logits: expected one row per image"):
         few_labels(train, 5, teacher_logits=logits[:10])
-    with pytest.raises(ValueError, match="n_per_class"):
-        few_labels(train, 10_000)
+    for bad in (10_000, 0, 2.5, True):
+        with pytest.raises(ValueError, match="per_class: expected an int from 1 to"):
+            few_labels(train, bad)
     with pytest.raises(TypeError, match="train: expected a TensorDataset"):
         few_labels([(images[0], 0)], 1)

@@ -24,7 +24,7 @@ ALLOWED = {
     "models": {"checks", "checkpoint"},
     "losses": {"checks"},
     "progress": set(),
-    "evaluation": {"checks", "data", "checkpoint", "models", "progress"},
+    "evaluation": {"checks", "data", "checkpoint", "models", "losses", "progress"},
     "training": {"checks", "data", "models", "losses", "evaluation", "progress"},
     "compression": {"checks", "data", "models", "evaluation"},
     "experiments": {"checks", "data", "models", "losses", "evaluation", "training", "notebook", "progress"},

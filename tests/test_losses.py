@@ -175,3 +175,6 @@ def test_kl_rows_against_torch_kl_div_per_row_and_the_losses_built_on_it():
                                                                       F.log_softmax(z / 4, -1)))
     torch.testing.assert_close(forward_kl(z, v), rows.mean())
     torch.testing.assert_close(kd_loss(z, v, 1.0), rows.mean())
+    for bad in (log_q[0], log_q[:, :1]):  # a missing row or a single class would broadcast silently
+        with pytest.raises(ValueError, match="log_b: expected the shape of log_a"):
+            kl_rows(log_p, bad)

@@ -45,17 +45,26 @@ def notebook(doc: str) -> dict:
     return json.loads(path.read_text())
 
 
+FSTRING_GLUE = re.compile(r"\bglue\(\s*f([\"'])(.*?)\1")  # glue(f"{name}_gain", ...): its template
+
+
 def glue_cell(nb: dict, key: str) -> int | None:
     """The index of the code cell that glues ``key``: the one that calls ``glue("key", ...)``, or, for a key a loop
-    builds (``glue(f"{name}_gain", ...)``), the f-string glue call whose stored outputs hold the key."""
+    builds, the cell with an f-string call whose template matches the key (``{...}`` standing for any text) and
+    whose stored outputs hold it."""
     call = re.compile(rf"\bglue\(\s*[\"']{re.escape(key)}[\"']")
     code = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and call.search("".join(c["source"]))]
     if code:
         return code[0]
-    built = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
-             and re.search(r"\bglue\(\s*f[\"']", "".join(c["source"]))
-             and any(out.get("metadata", {}).get("scrapbook", {}).get("name") == key for out in c.get("outputs", []))]
-    return built[0] if built else None
+    for i, c in enumerate(nb["cells"]):
+        if c["cell_type"] != "code":
+            continue
+        templates = [t for _, t in FSTRING_GLUE.findall("".join(c["source"]))]
+        patterns = [re.sub(r"\\\{.*?\\\}", ".+", re.escape(t)) for t in templates]
+        stored = any(out.get("metadata", {}).get("scrapbook", {}).get("name") == key for out in c.get("outputs", []))
+        if stored and any(re.fullmatch(p, key) for p in patterns):
+            return i
+    return None
 
 
 def stored_value(nb: dict, key: str) -> str | None:
@@ -115,3 +124,16 @@ def test_no_result_is_typed(line):
     text = MATH.sub("", LINK.sub("]", ROLE.sub("", line)))
     typed = re.findall(r"\d+\.\d+|\d+\s*%|\d+\s*×", text)
     assert not typed, f"results.md: {typed} typed in {line[:60]!r}...: glue it from its chapter"
+
+
+def test_glue_cell_finds_literal_and_built_keys_and_nothing_else():
+    def cell(source, stored=()):
+        outputs = [{"metadata": {"scrapbook": {"name": k}}} for k in stored]
+        return {"cell_type": "code", "source": [source], "outputs": outputs}
+
+    nb = {"cells": [cell('glue("plain", 1)'),
+                    cell('for name in ("a", "b"):\n    glue(f"{name}_gain", 1)', stored=["a_gain", "b_gain"]),
+                    cell('glue(f"x_{i}", 1)', stored=["stale_key"])]}
+    assert glue_cell(nb, "plain") == 0 and glue_cell(nb, "a_gain") == 1 and glue_cell(nb, "b_gain") == 1
+    assert glue_cell(nb, "c_gain") is None  # the template fits, but no stored output holds it
+    assert glue_cell(nb, "stale_key") is None  # stored, but no template of the cell can build it

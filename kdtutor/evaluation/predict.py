@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from kdtutor.checkpoint import CheckpointError, read_verified, write_verified
 from kdtutor.data import CACHE_DIR, OnDevice, nonempty
+from kdtutor.losses.logits import kl_rows
 from kdtutor.models import record_activations
 from kdtutor.progress import bar
 
@@ -118,7 +119,7 @@ def fidelity(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> dict
                          f"classes), got {tuple(teacher_logits.shape)}")
     z, v = student_logits.double(), teacher_logits.double()
     log_q, log_p = torch.log_softmax(z, 1), torch.log_softmax(v, 1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(1).mean().item()
+    kl = kl_rows(log_p, log_q).mean().item()
     return {"agreement": (z.argmax(1) == v.argmax(1)).double().mean().item(), "kl": kl}
 
 

@@ -53,8 +53,11 @@ def kl_rows(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
     A tensor with the last dimension summed away, no mean and no :math:`T^2`: the building block of the losses that
     weigh or mask rows (:func:`~kdtutor.losses.per_sample_kl`, the sequence divergences). Both arguments are
     log-probabilities (``log_softmax``); their order is the direction — ``kl_rows(log_p, log_q)`` is KL(teacher ‖
-    student) when ``p`` is the teacher's.
+    student) when ``p`` is the teacher's. The two must have the same shape (no broadcasting: a missing row or class
+    dimension would silently pair the wrong rows).
     """
+    if log_a.shape != log_b.shape:
+        raise ValueError(f"log_b: expected the shape of log_a {tuple(log_a.shape)}, got {tuple(log_b.shape)}")
     return (log_a.exp() * (log_a - log_b)).sum(-1)
 
 
