@@ -123,7 +123,10 @@ def test_notebook_follows_the_book_rules(path):
             assert not echoed, f"code cell {i} stores glue's echo of {echoed}: execute with KDTUTOR_BOOK=1"
         if any("image/png" in out.get("data", {}) for out in cell.get("outputs", [])):
             assert source.rstrip().endswith(";"), f"code cell {i} plots: end it with ';'"
-        if "nbval-ignore-output" in tags(cell):
+        # an ignored cell is checked by the hidden assertion after it, unless it is itself a hidden assertion
+        # whose glued values vary from machine to machine (it asserts on what it computed)
+        checks_itself = "remove-cell" in tags(cell) and has_assert(python_source(cell))
+        if "nbval-ignore-output" in tags(cell) and not checks_itself:
             follower = cells[i + 1] if i + 1 < len(cells) else None
             assert follower is not None and "remove-cell" in tags(follower), (
                 f"code cell {i} is nbval-ignore-output: follow it with a hidden (remove-cell) assertion")
