@@ -77,8 +77,8 @@ def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[i
     return over_seeds(run, bar(list(seeds), desc=arm, verbose=progress), arm=arm)
 
 
-def few_labels(train, per_class: int, teacher_logits: torch.Tensor | None = None, teacher=None) -> Callable:
-    """``data(seed)`` for :func:`run_arm`: ``per_class`` labelled images of every class of ``train``, drawn by the seed.
+def few_labels(train, n_per_class: int, teacher_logits: torch.Tensor | None = None, teacher=None) -> Callable:
+    """``data(seed)`` for :func:`run_arm`: ``n_per_class`` labelled images of every class, drawn by the seed.
 
     The few-labels regime of the book (:func:`~kdtutor.data.stratified_indices`, so every seed draws another balanced
     subset, the same for every arm run with that seed). ``train`` is a ``TensorDataset`` of images and labels. For a
@@ -94,13 +94,10 @@ def few_labels(train, per_class: int, teacher_logits: torch.Tensor | None = None
     if teacher_logits is not None and len(teacher_logits) != len(train):
         raise ValueError(f"teacher_logits: expected one row per image of train ({len(train)}), got "
                          f"{len(teacher_logits)}")
-    smallest = int(labels.unique(return_counts=True)[1].min()) if len(labels) else 0  # of the classes present
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= smallest:
-        raise ValueError(f"per_class: expected an int from 1 to {smallest} (the smallest class of train), got "
-                         f"{per_class!r}")
+    stratified_indices(labels, n_per_class)  # checks n_per_class now, rather than at the first seed
 
     def data(seed: int):
-        idx = stratified_indices(labels, per_class, seed=seed)
+        idx = stratified_indices(labels, n_per_class, seed=seed)
         images = subset(train, idx)
         if teacher_logits is not None:
             return {"train": images, "teacher_logits": teacher_logits[idx]}
