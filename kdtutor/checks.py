@@ -13,6 +13,7 @@ import torch
 __all__ = [
     "alpha", "bad", "feature_maps", "logits_pair", "non_negative", "number", "positive_int", "probability", "targets",
     "temperature",
+    "nn_module", "full_precision", "tensor",
 ]
 
 
@@ -83,3 +84,29 @@ def targets(targets: torch.Tensor, logits: torch.Tensor) -> None:
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= c):
         raise ValueError(f"targets: class indices must lie in [0, {c - 1}], got values from {int(targets.min())} "
                          f"to {int(targets.max())}")
+
+
+def nn_module(value, name: str = "model"):
+    """An ``nn.Module`` instance, returned as is; anything else is a ``TypeError`` (a class: a hint to create one)."""
+    from torch import nn
+
+    if isinstance(value, nn.Module):
+        return value
+    if isinstance(value, type) and issubclass(value, nn.Module):
+        raise TypeError(f"{name}: expected an nn.Module instance, got the class {value.__name__} itself; create the "
+                        f"model first, e.g. {value.__name__}()")
+    raise TypeError(f"{name}: expected an nn.Module, got {type(value).__name__}")
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` to compute a loss in: half precision (mixed-precision training) upcast to float32, float32 and float64
+    kept as they are (``x`` itself, not a copy; float64 stays float64, so ``torch.autograd.gradcheck`` works)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def tensor(value, name: str) -> torch.Tensor:
+    """A ``torch.Tensor``, returned as is; anything else (a list, a NumPy array) is a ``TypeError`` naming ``name``."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}; convert it with "
+                        "torch.as_tensor first")
+    return value

@@ -48,7 +48,7 @@ from torch import nn
 
 from kdtutor import checks
 from kdtutor.checkpoint import architecture
-from kdtutor.losses.sequence import forward_kl
+from kdtutor.losses.sequence import forward_kl, generalized_jsd, reverse_kl
 from kdtutor.models import registry
 
 __all__ = [
@@ -256,6 +256,7 @@ def generate(model: nn.Module, prompt: torch.Tensor, length: int, temperature: f
     most likely ids if given; the model reads at most its ``context`` last ids. One forward pass per new id
     (without a key-value cache: short samples on a CPU). The model is put in eval mode and restored.
     """
+    checks.nn_module(model, "model")
     t = checks.temperature(temperature)
     checks.positive_int("length", length)
     if top_k is not None:
@@ -287,10 +288,16 @@ def on_policy(model: nn.Module, ids: torch.Tensor, batch: int, prompt: int, leng
     Returns a ``batches`` function for :func:`train`: each call draws ``batch`` prompts of ``prompt`` ids from
     ``ids`` (a 1-D id tensor, e.g. the training text) and lets ``model`` — the student being trained, as it is at
     that step — continue each by ``length`` ids (:func:`generate`), giving ``(batch, prompt + length)`` ids. A
-    teacher then scores every position of the student's own text (:class:`TokenKD`): the student learns on the
-    prefixes it will meet when it writes, not only on the corpus' or the teacher's. Writing costs ``length``
-    student forward passes per step.
+    teacher then scores the student's own text (:class:`TokenKD`): the student learns on the prefixes it will meet
+    when it writes, not only on the corpus' or the teacher's. Writing costs ``length`` student forward passes per
+    step.
+
+    Which positions are scored is :class:`TokenKD`'s choice. By default it scores **all** ``prompt + length - 1``
+    positions of a row, including the ``prompt - 1`` whose next id is still corpus text of the prompt. GKD (Agarwal
+    et al. 2024) scores only the student's written ids: the function carries ``batches.prompt`` (= ``prompt``) for
+    ``TokenKD(teacher, prompt=batches.prompt)``, which leaves the prompt's positions out.
     """
+    checks.nn_module(model, "model")
     for name, value in (("batch", batch), ("prompt", prompt), ("length", length)):
         checks.positive_int(name, value)
 
@@ -298,6 +305,7 @@ def on_policy(model: nn.Module, ids: torch.Tensor, batch: int, prompt: int, leng
         prompts = windows(ids, batch, max(prompt - 1, 1), generator)[:, :prompt]  # prompt ids of the text
         return generate(model, prompts, length, temperature, top_k, generator)
 
+    batches.prompt = prompt  # the corpus ids at the start of each row (TokenKD(prompt=...) can leave them out)
     return batches
 
 
@@ -314,26 +322,75 @@ class TokenKD:
 
     .. math:: \mathcal{L} = \alpha \, T^2 D(p^T, q^T) + (1 - \alpha)\, \mathrm{CE}(y, q)
 
-    averaged over positions, where :math:`p^T` and :math:`q^T` are the teacher's and the student's softmax at
-    temperature :math:`T`, ``divergence`` :math:`D` is one of :mod:`kdtutor.losses.sequence` (default
+    averaged over the scored positions, where :math:`p^T` and :math:`q^T` are the teacher's and the student's softmax
+    at temperature :math:`T`, ``divergence`` :math:`D` is one of :mod:`kdtutor.losses.sequence` (default
     :func:`~kdtutor.losses.forward_kl`, Hinton et al. 2015 applied per token: word-level KD, Kim & Rush 2016) and
-    the cross-entropy is on the text's next characters. The teacher runs without gradients on the same input. The
-    :math:`T^2` factor belongs to the divergence (every function of :mod:`kdtutor.losses.sequence` applies it); a
-    divergence of your own is called as ``divergence(student_logits, teacher_logits, temperature=T)`` and must
-    apply it too.
+    the cross-entropy is on the text's next characters. ``divergence`` may also be named: ``"forward"``
+    (:func:`~kdtutor.losses.forward_kl`), ``"reverse"`` (:func:`~kdtutor.losses.reverse_kl`) or ``"jsd"``
+    (:func:`~kdtutor.losses.generalized_jsd` at its default :math:`\beta = 1/2`). The teacher runs in eval mode
+    (dropout off: it is put there, as :class:`~kdtutor.training.Distillation` does) and without gradients, on the
+    same input. The :math:`T^2` factor belongs to the divergence (every function of :mod:`kdtutor.losses.sequence`
+    applies it); a divergence of your own is called as ``divergence(student_logits, teacher_logits,
+    temperature=T)`` and must apply it too.
+
+    **Scored positions.** For a batch ``(B, L + 1)`` the student's logits cover ``batch[:, :-1]``: position ``t``
+    predicts ``batch[:, t + 1]``. By default *every* one of the ``B x L`` positions is scored, both terms. Two
+    opt-in arguments leave some out, and both terms then average over the rest only (the logits of the scored
+    positions, ``(K, vocab)``, are what the divergence receives):
+
+    * ``prompt`` — the first ``prompt`` ids of each row are a given prompt (:func:`on_policy`'s ``batches.prompt``):
+      the ``prompt - 1`` positions that predict prompt ids are not scored, only those that predict what the student
+      wrote (GKD, Agarwal et al. 2024).
+    * ``pad_id`` — positions whose next id is ``pad_id`` (padding) are not scored.
     """
 
-    def __init__(self, teacher: nn.Module, divergence=forward_kl, temperature: float = 1.0, alpha: float = 1.0):
+    DIVERGENCES = {"forward": forward_kl, "reverse": reverse_kl, "jsd": generalized_jsd}
+
+    def __init__(self, teacher: nn.Module, divergence=forward_kl, temperature: float = 1.0, alpha: float = 1.0,
+                 prompt: int = 0, pad_id: int | None = None):
+        checks.nn_module(teacher, "teacher")
+        if isinstance(divergence, str):
+            if divergence not in self.DIVERGENCES:
+                raise checks.bad("divergence", f"a function or one of {list(self.DIVERGENCES)}", divergence)
+            divergence = self.DIVERGENCES[divergence]
+        if not callable(divergence) or isinstance(divergence, type):
+            got = getattr(divergence, "__name__", type(divergence).__name__)
+            raise TypeError(f"divergence: expected a function such as kdtutor.losses.forward_kl or one of "
+                            f"{list(self.DIVERGENCES)}, got {got}")
+        if isinstance(prompt, bool) or not isinstance(prompt, int) or prompt < 0:
+            raise checks.bad("prompt", "an integer >= 0 (the prompt ids at the start of each row)", prompt)
+        if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int)):
+            raise checks.bad("pad_id", "an integer id or None", pad_id)
         self.teacher, self.divergence = teacher, divergence
         self.temperature, self.alpha = checks.temperature(temperature), checks.alpha(alpha)
+        self.prompt, self.pad_id = prompt, pad_id
+
+    def scored(self, batch: torch.Tensor) -> torch.Tensor | None:
+        """The positions scored, bool ``(B, L)`` (``None``: all of them, the default)."""
+        if self.prompt <= 1 and self.pad_id is None:
+            return None
+        mask = torch.ones(batch[:, 1:].shape, dtype=torch.bool, device=batch.device)
+        mask[:, : max(self.prompt - 1, 0)] = False  # position t predicts id t + 1: a prompt id while t + 1 < prompt
+        if self.pad_id is not None:
+            mask &= batch[:, 1:] != self.pad_id
+        if not bool(mask.any()):
+            raise ValueError(f"batch: no position left to score (prompt={self.prompt}, pad_id={self.pad_id}) in a "
+                             f"batch of shape {tuple(batch.shape)}")
+        return mask
 
     def __call__(self, logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        if self.teacher.training:
+            self.teacher.eval()  # dropout off: the same batch gives the same targets
         with torch.no_grad():
             teacher_logits = self.teacher(batch[:, :-1])
+        targets, mask = batch[:, 1:], self.scored(batch)
+        if mask is not None:  # the scored positions only, as (K, vocab) rows
+            logits, teacher_logits, targets = logits[mask], teacher_logits[mask], targets[mask]
         loss = self.divergence(logits, teacher_logits, temperature=self.temperature)
         if self.alpha == 1.0:
             return loss
-        return self.alpha * loss + (1 - self.alpha) * cross_entropy(logits, batch)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+        return self.alpha * loss + (1 - self.alpha) * ce
 
 
 @dataclass
@@ -359,8 +416,23 @@ def train(model: nn.Module, batches, steps: int, loss=cross_entropy, lr: float =
     the weights of its last update and the returned history says ``interrupted`` (its losses are those of the
     completed steps; a step cut off after its update but before its loss was recorded is applied, not listed). The
     model is left in eval mode.
+
+    A loss that turns NaN or infinite (checked every step), or weights that do by the end, raise
+    ``FloatingPointError`` as :func:`kdtutor.training.fit` does: the model is restored to the weights of the last
+    step whose loss was finite (those before that step's update, kept in one copy of the weights), left in eval
+    mode, and the history so far is attached as ``err.history``.
     """
+    checks.nn_module(model, "model")
+    if not callable(batches) or isinstance(batches, torch.Tensor):
+        raise TypeError(f"batches: expected a function of a torch.Generator returning (B, L + 1) ids, e.g. "
+                        f"lambda g: windows(ids, 32, 128, g), got {type(batches).__name__}")
+    if isinstance(loss, type):
+        raise TypeError(f"loss: expected a loss function or object, got the class {loss.__name__} itself; create it "
+                        f"first, e.g. {loss.__name__}(teacher)")
     checks.positive_int("steps", steps)
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"history: expected a kdtutor.lm.History (e.g. the one an earlier train returned) or None, "
+                        f"got {type(history).__name__}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < steps:
         raise checks.bad("warmup", f"an integer from 0 to steps - 1 = {steps - 1}", warmup)
     clip = checks.temperature(clip, "clip")  # a positive finite gradient norm
@@ -376,6 +448,9 @@ def train(model: nn.Module, batches, steps: int, loss=cross_entropy, lr: float =
 
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, rate)
     history = history or History()
+    state = model.state_dict()  # views of the live weights, updated in place by the optimizer
+    good = {k: v.clone() for k, v in state.items()}  # the weights of the last step whose loss was finite
+    first = len(history.loss)  # this run's first step
     model.train()
     start = time.perf_counter()
     try:
@@ -383,17 +458,28 @@ def train(model: nn.Module, batches, steps: int, loss=cross_entropy, lr: float =
             batch = batches(generator)
             value = loss(model(batch[:, :-1]), batch)
             if not torch.isfinite(value):
-                raise FloatingPointError(f"loss: became {value.item()} at step {len(history.loss)}; lower lr")
+                raise FloatingPointError(f"loss: became {value.item()} at step {len(history.loss)}")
+            for k, v in state.items():
+                good[k].copy_(v)
             opt.zero_grad(set_to_none=True)
             value.backward()
             nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             schedule.step()
             history.loss.append(value.item())
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point()):
+            raise FloatingPointError(f"weights: became NaN or infinite by the last step ({len(history.loss) - 1})")
     except KeyboardInterrupt:
         history.interrupted = True
-    history.seconds += time.perf_counter() - start
-    model.eval()
+    except FloatingPointError as err:
+        model.load_state_dict(good)
+        back = f"before step {len(history.loss) - 1}'s update" if len(history.loss) > first else "of the start"
+        stopped = FloatingPointError(f"{err}; lower lr. The model is back at its weights {back}, the last finite ones")
+        stopped.history = history
+        raise stopped from None
+    finally:
+        history.seconds += time.perf_counter() - start
+        model.eval()
     return history
 
 
@@ -422,6 +508,7 @@ def bits_per_char(model: nn.Module, ids: torch.Tensor, length: int | None = None
     The text (the first ``max_chars`` ids if given) is cut into non-overlapping windows of ``length`` (default: the
     model's context); each window starts without context, as in the book's training.
     """
+    checks.nn_module(model, "model")
     model.eval()
     total, count = 0.0, 0
     for rows in _chunks(ids, model.config["context"] if length is None else length, batch, max_chars):
@@ -439,6 +526,7 @@ def kl_to_teacher(teacher: nn.Module, student: nn.Module, ids: torch.Tensor, len
     How far the student's next-character distribution is from the teacher's, on the same windows as
     :func:`bits_per_char`.
     """
+    checks.nn_module(teacher, "teacher"), checks.nn_module(student, "student")
     teacher.eval(), student.eval()
     total, count = 0.0, 0
     for rows in _chunks(ids, student.config["context"] if length is None else length, batch, max_chars):
@@ -457,6 +545,7 @@ def sample_bits(teacher: nn.Module, samples: torch.Tensor, prompt_length: int) -
     means text the teacher finds likely (fluent, corpus-like); it rewards repetitive text too, so read it beside
     :func:`distinct_ngrams`.
     """
+    checks.nn_module(teacher, "teacher")
     teacher.eval()
     context = teacher.config["context"]
     if samples.ndim != 2 or not 2 <= samples.shape[1] <= context + 1:

@@ -7,17 +7,20 @@ the rendered page shows the number in the prose only, and nbval still compares t
 record holds its full ``repr``). :func:`timed` measures a step of a chapter, :func:`pm` formats a mean and its spread,
 :func:`show_image` draws a normalized image. Only :mod:`kdtutor.experiments` imports from here (it re-exports
 ``pm`` for older notebooks).
+
+:func:`pin_numerics` fixes the floating-point numerics of the book's stored outputs (see its docstring).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import time
 from contextlib import contextmanager
 
 from kdtutor.data import FMNIST_MEAN, FMNIST_STD, denormalize
 
-__all__ = ["book_mode", "glue", "pm", "show_image", "timed"]
+__all__ = ["BOOK_NUMERICS", "book_mode", "glue", "pin_numerics", "pm", "show_image", "timed"]
 
 
 def glue(name: str, value, fmt: str = "") -> None:
@@ -41,6 +44,34 @@ def glue(name: str, value, fmt: str = "") -> None:
 def book_mode() -> bool:
     """True while the book's notebooks are executed for storage or under nbval (``KDTUTOR_BOOK=1``)."""
     return os.environ.get("KDTUTOR_BOOK") == "1"
+
+
+# The numerics the book's stored outputs are made and checked with (scripts/execute.sh, nbval: book/conftest.py).
+BOOK_NUMERICS = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's own CPU kernels at AVX2: every x86 CPU of the last decade has it
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's convolutions and matmuls capped the same way (AVX-512 rounds otherwise)
+    "OMP_NUM_THREADS": "2",  # a float sum split over n threads rounds per n: the book's machines have 2 cores
+}
+
+
+def pin_numerics(environ=None) -> dict:
+    """Fix the numerics that differ between x86 CPUs, for the processes (kernels) started from ``environ`` after it.
+
+    The same seed gives different floats on CPUs with and without AVX-512 (PyTorch picks its kernels at start-up,
+    oneDNN its instruction set), and a float sum split over another thread count rounds differently; a verdict near
+    an interval's edge can then flip. Capping both at AVX2 and using 2 threads reproduces the stored outputs
+    exactly on either kind of CPU the book was checked on. Sets each variable of :data:`BOOK_NUMERICS` that
+    ``environ`` (default ``os.environ``) does not already set — an explicit value wins, which is how
+    ``scripts/robustness.py`` runs its variants — and returns the ones it set. Does nothing with
+    ``KDTUTOR_NUMERICS=native`` or on a CPU that is not x86 (where AVX2 means nothing). A reader's own runs
+    (``scripts/lab.sh``, Colab) are not pinned: they run at the machine's full speed, and their last digits may differ.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("KDTUTOR_NUMERICS") == "native" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    pinned = {name: value for name, value in BOOK_NUMERICS.items() if name not in environ}
+    environ.update(pinned)
+    return pinned
 
 
 class _Text:

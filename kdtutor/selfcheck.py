@@ -1,10 +1,11 @@
 """``python -m kdtutor check`` and ``kd.check()``: is this machine ready for the book and its exercises?
 
 Prints, in a few lines: the Python, torch and torchvision versions; the device training will use; whether
-Fashion-MNIST was found and where (or the exact fix); whether each shipped model's weights verify; which of the
-package's extras are installed (read from its metadata); and a micro-benchmark of a few seconds that estimates how long
-the book's heaviest chapter takes here, from reference figures measured on the book's build machine. Missing
-extras are reported, not failures; missing data or a shipped model that fails verification are.
+Fashion-MNIST was found and where (or the exact fix; a corrupt file is named, with its SHA-256 mismatch); whether
+each shipped model's weights verify; which of the package's extras are installed (read from its metadata); and a
+micro-benchmark of a few seconds that estimates how long the book's heaviest chapter takes here, from reference
+figures measured on the book's build machine. Missing extras are reported, not failures; missing or corrupt data or
+a shipped model that fails verification are.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 
 import torch
 
-from kdtutor.data import locate_fashion_mnist
+from kdtutor.data import DEBIAN_FMNIST_DIR, locate_fashion_mnist
 from kdtutor.models import MLP, pretrained, shipped_models, student_cnn
 from kdtutor.training import default_device
 from kdtutor.version import __version__
@@ -41,10 +42,15 @@ def check(verbose: bool = True) -> bool:
         f"torchvision {_installed('torchvision') or 'MISSING'}")
     say(f"device: {_describe_device()}")
     try:
-        folder, found = locate_fashion_mnist()
-    except ValueError as err:  # a corrupt or truncated file: named in the message
-        folder, found = None, [f"a corrupt file ({err})"]
-    if folder is not None:
+        (folder, found), corrupt = locate_fashion_mnist(), None
+    except ValueError as err:  # a corrupt or truncated file: the message starts with its path, then what is wrong
+        folder, found, corrupt = None, [], err
+    if corrupt is not None:
+        ok = False
+        fix = ("sudo apt-get install --reinstall dataset-fashion-mnist" if str(DEBIAN_FMNIST_DIR) in str(corrupt) else
+               "replace it with a good copy, or delete it and run python -m kdtutor data to download it again")
+        say(f"Fashion-MNIST: CORRUPT FILE {corrupt}. Fix: {fix}")
+    elif folder is not None:
         say(f"Fashion-MNIST: ok, {len(found['train-labels-idx1-ubyte']):,} training and "
             f"{len(found['t10k-labels-idx1-ubyte']):,} test images in {folder}")
     else:

@@ -1,3 +1,3 @@
 """The package version, in one place (read by pyproject.toml and shown by kd.check())."""
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"

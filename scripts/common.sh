@@ -17,20 +17,78 @@ stage() {
     echo "=== $name: $((SECONDS - start)) s"
 }
 
-# setup_venv EXTRA: create the venv if needed and install kdtutor (editable) with the given extra.
+# The lock: the exact versions the stored notebook outputs were made with (constraints.txt; `pip install -c`).
+# The package itself keeps lower bounds only (pyproject.toml), so Colab keeps its own torch.
+LOCK=constraints.txt
+STAMP="$VENV/.kdtutor-installed"
+
+# setup_venv EXTRAS: create the venv if needed and install kdtutor (editable) with the given extras (comma-separated),
+# at the locked versions. Installs only when pyproject.toml, the lock, KDTUTOR_TORCH_INDEX or the extras asked for
+# changed since the last install (a stamp in the venv), and says so when there is nothing to do. With
+# KDTUTOR_TORCH_INDEX (e.g. https://download.pytorch.org/whl/cpu for a laptop without a GPU) torch and torchvision come
+# from that index first, at the locked versions.
 setup_venv() {
     if [ ! -x "$PY" ]; then
-        python3 -m venv "$VENV"
+        python3 -m venv "$VENV" || { echo "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"; return 1; }
     fi
+    if ! "$PY" -m pip --version >/dev/null 2>&1; then
+        echo "$VENV has no pip (a venv made without python3-venv): installing Debian's python3-venv, then pip"
+        apt_install python3-venv "pip is missing from $VENV" || true
+        "$PY" -m ensurepip --upgrade >/dev/null 2>&1 || true
+        if ! "$PY" -m pip --version >/dev/null 2>&1; then
+            echo "$VENV still has no pip: install python3-venv (apt-get install python3-venv), remove $VENV, run again"
+            return 1
+        fi
+    fi
+    local want extras have=""
+    want=$("$PY" -c 'import hashlib, sys
+print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest()[:16])' pyproject.toml "$LOCK") ||
+        return 1
+    want="$want-${KDTUTOR_TORCH_INDEX:-pypi}"
+    extras=$1
+    [ -f "$STAMP" ] && have=$(sed -n 2p "$STAMP")
+    if [ -f "$STAMP" ] && [ "$(sed -n 1p "$STAMP")" = "$want" ]; then
+        local missing="" e
+        for e in ${extras//,/ }; do
+            [[ ",$have," == *",$e,"* ]] || missing="$missing $e"
+        done
+        if [ -z "$missing" ] && "$PY" -c "import kdtutor" 2>/dev/null; then
+            echo "$VENV is up to date with pyproject.toml and $LOCK: nothing to install"
+            "$PY" -c "import torch, kdtutor; print('kdtutor', kdtutor.__version__, 'with torch', torch.__version__)"
+            return 0
+        fi
+    fi
+    extras="$have,$extras"  # keep what is installed: the stamp lists every extra installed so far
+    extras=$(echo "$extras" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)
     local log
     log=$(mktemp)
-    if ! "$PY" -m pip install -q --disable-pip-version-check -e ".[$1]" >"$log" 2>&1; then
+    rm -f "$STAMP"
+    if [ -n "${KDTUTOR_TORCH_INDEX:-}" ]; then
+        echo "torch and torchvision from $KDTUTOR_TORCH_INDEX (KDTUTOR_TORCH_INDEX), at the locked versions"
+        # --no-deps: their dependencies come from the usual index in the next step, at the locked versions
+        if ! "$PY" -m pip install -q --disable-pip-version-check -c "$LOCK" --index-url "$KDTUTOR_TORCH_INDEX" \
+            --no-deps torch torchvision >"$log" 2>&1; then
+            grep -v "^WARNING: Location" "$log"
+            rm -f "$log"
+            return 1
+        fi
+    fi
+    echo "installing kdtutor[$extras] at the versions of $LOCK"
+    if ! "$PY" -m pip install -q --disable-pip-version-check -c "$LOCK" -e ".[$extras]" >"$log" 2>&1; then
         grep -v "^WARNING: Location" "$log"
         rm -f "$log"
         return 1
     fi
     rm -f "$log"
+    printf '%s\n%s\n' "$want" "$extras" >"$STAMP"
     "$PY" -c "import torch, kdtutor; print('kdtutor', kdtutor.__version__, 'with torch', torch.__version__)"
+}
+
+# notebook_setup EXTRAS: what executing the notebooks needs: the venv with EXTRAS, Fashion-MNIST, Part V's corpus.
+notebook_setup() {
+    stage "set up $VENV" setup_venv "$1"
+    stage "Fashion-MNIST" ensure_fashion_mnist
+    stage "text corpus (Part V)" ensure_kjv
 }
 
 # ensure_fashion_mnist: find the data; if missing, install Debian's package where possible, else download.
@@ -38,16 +96,9 @@ ensure_fashion_mnist() {
     if "$PY" -m kdtutor data --no-download; then
         return 0
     fi
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo -n"
-    if command -v apt-get >/dev/null && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
-        echo "Fashion-MNIST is missing: installing Debian's package dataset-fashion-mnist (apt-get, offline-friendly)"
-        $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 ||
-            { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null; } ||
-            echo "apt-get could not install dataset-fashion-mnist"
-        if "$PY" -m kdtutor data --no-download; then
-            return 0
-        fi
+    if apt_install dataset-fashion-mnist "Fashion-MNIST is missing (offline-friendly)" &&
+        "$PY" -m kdtutor data --no-download; then
+        return 0
     fi
     echo "Trying to download Fashion-MNIST with torchvision"
     "$PY" -m kdtutor data
@@ -74,7 +125,8 @@ run_nbval() {
 }
 
 # apt_install PACKAGE WHY: install a Debian package where this machine allows it (apt-get as root, or password-less
-# sudo), saying what it installs and why; runs apt-get update only if the first try fails. Returns 1 where it cannot.
+# sudo), saying what it installs and why; runs apt-get update only if the first try fails, and shows apt-get's own
+# error when the install fails. Returns 1 where it cannot.
 apt_install() {
     local sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo -n"
@@ -82,8 +134,17 @@ apt_install() {
         return 1
     fi
     echo "$2: installing Debian's $1 (apt-get install -y $1)"
-    $sudo apt-get install -y -q "$1" >/dev/null 2>&1 ||
-        { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q "$1" >/dev/null; }
+    local log
+    log=$(mktemp)
+    if $sudo apt-get install -y -q "$1" >"$log" 2>&1 ||
+        { $sudo apt-get update -q >"$log" 2>&1 && $sudo apt-get install -y -q "$1" >"$log" 2>&1; }; then
+        rm -f "$log"
+        return 0
+    fi
+    echo "apt-get could not install $1:"
+    tail -n 15 "$log"
+    rm -f "$log"
+    return 1
 }
 
 # book_assets: MathJax and the widget manager for a book that reads offline, fetched once from npm into

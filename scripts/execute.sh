@@ -5,7 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
-stage "set up $VENV" setup_venv book,test
-stage "Fashion-MNIST" ensure_fashion_mnist
-stage "text corpus (Part V)" ensure_kjv
+notebook_setup book,test
 stage "execute notebooks" "$PY" scripts/execute_notebooks.py "$@"

@@ -4,9 +4,10 @@
     python scripts/execute_notebooks.py book/getting-started.ipynb
 
 Runs each notebook with the ``python3`` kernel from its own folder (as nbval does) in book mode
-(``KDTUTOR_BOOK=1``: glue stores values without echoing them, no progress bars; ``book/conftest.py`` sets the same
-for nbval), fails on any error or stderr output, warns about any chapter over its time budget, and updates the
-per-notebook timing table ``book/execution-times.md``. Use ``bash scripts/execute.sh``, which sets up the
+(``KDTUTOR_BOOK=1``: glue stores values without echoing them, no progress bars) with the book's pinned numerics
+(``kdtutor.notebook.pin_numerics``: AVX2 kernels, 2 threads; ``book/conftest.py`` sets the same for nbval), fails
+on any error or stderr output, warns about any chapter over its time budget, and updates the per-notebook timing
+table and the versions table of ``book/execution-times.md``. Use ``bash scripts/execute.sh``, which sets up the
 environment first.
 """
 
@@ -17,10 +18,13 @@ import platform
 import re
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+from kdtutor.notebook import pin_numerics
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "book" / "execution-times.md"
@@ -28,11 +32,24 @@ HEADER = """# Execution times
 
 How long each chapter takes to execute from top to bottom, measured by `scripts/execute_notebooks.py` when it
 last stored the chapter's outputs. CI re-executes every notebook under nbval; the whole book must stay within
-**50 minutes on 2 CPU cores**, and each chapter within **4 minutes** unless its issue says otherwise.
+**45 minutes on 2 CPU cores**, and each chapter within **4 minutes** unless its issue says otherwise. The
+notebooks run with the book's pinned numerics (see below).
 
 | notebook | seconds | machine |
 | --- | ---: | --- |
 """
+VERSIONS_HEADER = """## Versions
+
+The packages that executed the notebooks, as the last run of the script found them. They must equal the lock,
+`constraints.txt`, which the test command installs (`tests/test_setup.py` checks it).
+
+| package | version |
+| --- | --- |
+"""
+# The packages whose versions can change a stored output: the numerics, the exporters, the notebook machinery.
+RECORDED = ("torch", "torchvision", "numpy", "matplotlib", "onnx", "onnxscript", "onnxruntime", "torchao",
+            "torch-pruning", "nbval", "nbclient", "ipykernel", "myst-nb", "jupyter-book")
+KEPT = "## Pinned numerics"  # this section and what follows it are written by hand and kept as they are
 CHAPTER_BUDGET_S = 240  # 4 minutes per chapter, unless its issue says otherwise
 ROW = re.compile(r"^\| `(?P<nb>[^`]+)` \| (?P<s>[\d.]+) \| (?P<machine>.*) \|$")
 
@@ -56,12 +73,15 @@ def problems(nb) -> list[str]:
 def main(paths: list[str]) -> int:
     notebooks = [Path(p).resolve() for p in paths] or toc_notebooks()
     os.environ["KDTUTOR_BOOK"] = "1"  # book mode; the kernels started below inherit it
+    pin_numerics()  # the CPU numerics nbval checks with (book/conftest.py): AVX2, 2 threads
     old = {}
     if TABLE.exists():
         for line in TABLE.read_text().splitlines():
             if m := ROW.match(line):
                 old[m["nb"]] = (float(m["s"]), m["machine"])
-    machine = f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}"
+    machine = (f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}, "
+               f"{os.environ.get('ATEN_CPU_CAPABILITY', 'native')} kernels, {os.environ.get('OMP_NUM_THREADS', 'all')} "
+               "threads")
     failed = False
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
@@ -87,8 +107,19 @@ def main(paths: list[str]) -> int:
     order = [str(p.relative_to(ROOT)) for p in toc_notebooks()]
     rows = [f"| `{nb}` | {old[nb][0]:.1f} | {old[nb][1]} |" for nb in order if nb in old]
     total = sum(old[nb][0] for nb in order if nb in old)
-    TABLE.write_text(HEADER + "\n".join(rows) + f"\n| **whole book** | **{total:.1f}** | |\n")
+    versions = [f"| {name} | {public_version(name)} |" for name in RECORDED]
+    kept = TABLE.read_text().partition(KEPT)[1:] if TABLE.exists() else ("", "")
+    TABLE.write_text(HEADER + "\n".join(rows) + f"\n| **whole book** | **{total:.1f}** | |\n\n"
+                     + VERSIONS_HEADER + "\n".join(versions) + "\n\n" + "".join(kept).rstrip() + "\n")
     return 1 if failed else 0
+
+
+def public_version(name: str) -> str:
+    """The installed version without a local label (torch's ``+cu130`` or ``+cpu`` builds compute the same on a CPU)."""
+    try:
+        return metadata.version(name).split("+")[0]
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 if __name__ == "__main__":

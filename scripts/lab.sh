@@ -40,9 +40,7 @@ ensure_kernel() {
 
 # Kernel specs of this environment come before the user's (~/.local/share/jupyter), as Jupyter does in a venv it owns.
 export JUPYTER_PREFER_ENV_PATH=1
-stage "set up $VENV" setup_venv book,lab
-stage "Fashion-MNIST" ensure_fashion_mnist
-stage "text corpus (Part V)" ensure_kjv
+notebook_setup book,lab
 stage "kernel (python3 from $VENV)" ensure_kernel
 # A reader's notebooks are not the book build: glue echoes its values and training shows progress bars.
 unset KDTUTOR_BOOK

@@ -11,9 +11,7 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 total=$SECONDS
 
-stage "set up $VENV" setup_venv test,book,lab
-stage "Fashion-MNIST" ensure_fashion_mnist
-stage "text corpus (Part V)" ensure_kjv
+notebook_setup test,book,lab
 stage "unit tests" "$PY" -m pytest -q "$@"
 if [ $# -eq 0 ]; then
     stage "nbval (every notebook, strict)" run_nbval

@@ -34,3 +34,15 @@ def write_idx(path, array, compress=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(data) if (compress if compress is not None else path.suffix == ".gz") else data)
     return path
+
+
+def assert_clear_error(case: str, call, exception, fragment: str) -> None:
+    """One row of a bad-input table: ``call()`` raises ``exception``, whose message holds ``fragment``."""
+    with pytest.raises(exception) as err:
+        call()
+    assert fragment in str(err.value), f"{case}: {err.value}"
+
+
+def quick_fit(model, data, **kwargs):
+    """``kd.fit`` for one quiet epoch on the CPU: the training call of the bad-input tables."""
+    return kd.fit(model, data, **{"epochs": 1, "device": "cpu", "verbose": False, **kwargs})

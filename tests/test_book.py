@@ -246,21 +246,3 @@ def test_configuration():
         assert needed in CONFIG
     assert REPO_URL in (ROOT / "README.md").read_text()
     assert REPO_URL in (ROOT / "pyproject.toml").read_text()
-
-
-def _name(requirement: str) -> str:
-    return re.split(r"[<>=!~ \[]", requirement.strip(), maxsplit=1)[0].lower()
-
-
-def test_environment_yml_names_the_same_dependencies_as_pyproject():
-    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["book"]}
-    conda_to_pip = {"pytorch-cpu": "torch", "pytorch": "torch"}
-    env = (ROOT / "environment.yml").read_text().split("dependencies:", 1)[1]
-    named = set()
-    for line in re.findall(r"^\s*-\s+(\S+)\s*$", env, re.M):
-        name = _name(line)
-        if name not in ("python", "pip", "pip:", "-e"):
-            named.add(conda_to_pip.get(name, name))
-    assert named == wanted

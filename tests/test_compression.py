@@ -332,3 +332,102 @@ def test_int8_linear_stores_linear_weights_in_int8(data, dynamic):
 def test_int8_linear_needs_a_linear_layer():
     with pytest.raises(ValueError, match="nn.Linear"):
         kc.int8_linear(nn.Sequential(nn.ReLU()))
+
+
+# --- issue 28: channel pruning is monotone, or refuses; export and quantization check their input first -----------
+
+@pytest.mark.parametrize("make", [kd.teacher_cnn, kd.student_cnn], ids=["teacher", "student"])
+def test_prune_channels_parameter_counts_fall_with_the_ratio_or_the_ratio_is_refused(make):
+    torch.manual_seed(0)
+    model = make()
+    counts, refused = [], []
+    for ratio in (0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.875, 0.9, 0.95, 0.968, 0.97, 0.99):
+        try:
+            pruned = kc.prune_channels(model, ratio)
+        except ValueError as err:
+            refused.append(ratio)
+            assert "ratio" in str(err)
+            continue
+        assert not refused, f"ratio {ratio} accepted after {refused} was refused"
+        widths = list(pruned.config["channels"]) + ([pruned.config["hidden"]] if model.config["hidden"] else [])
+        full = list(model.config["channels"]) + ([model.config["hidden"]] if model.config["hidden"] else [])
+        assert widths == [int(c * (1 - ratio)) for c in full], ratio  # every layer pruned, by torch-pruning's rule
+        counts.append(kd.count_params(pruned))
+    assert counts == sorted(counts, reverse=True) and counts[-1] < counts[0] / 5  # monotone, and it does shrink
+    assert refused and refused[0] == (0.97 if make is kd.teacher_cnn else 0.9)
+
+
+def test_prune_channels_names_the_layer_and_the_ratio_it_can_take():
+    teacher = kd.teacher_cnn()
+    with pytest.raises(ValueError, match=r"ratio: 0\.97 would leave no channel in features\.0 \(32 channels\).*at "
+                                         r"most 0\.968"):
+        kc.prune_channels(teacher, 0.97)
+    with pytest.raises(ValueError, match=r"features\.0 \(32 channels\), features\.4 \(64 channels\).*at most 0\.968"):
+        kc.prune_channels(teacher, 0.99)
+    assert kc.prune_channels(teacher, 0.968).config["channels"] == (1, 2)  # the ratio offered is taken
+    with pytest.raises(ValueError, match=r"features\.0 \(8 channels\).*at most 0\.875"):
+        kc.prune_channels(kd.student_cnn(), 0.9)
+    assert kc.prune_channels(kd.student_cnn(), 0.875).config["channels"] == (1, 2)
+
+
+def test_export_onnx_runs_the_model_on_the_example_first(cnn, tmp_path):
+    for example, fragment in ((torch.zeros(2, 8, 8), r"shape \(2, 8, 8\); a CNN expects \(batch, 1, 8, 8\)"),
+                              (torch.zeros(2, 1, 16, 16), r"shape \(2, 1, 16, 16\); a CNN expects \(batch, 1, 8, 8\)"),
+                              (torch.zeros(2, 1, 8, 8, dtype=torch.long), r"cannot run on a batch of shape")):
+        with pytest.raises(ValueError, match="example: .*" + fragment):
+            kc.export_onnx(cnn, tmp_path / "m.onnx", example)
+    assert not (tmp_path / "m.onnx").exists()
+    mlp = kd.MLP(in_features=6, hidden=(4,), num_classes=3)
+    with pytest.raises(ValueError, match=r"example: .*shape \(2, 5\); a MLP expects samples of 6 values"):
+        kc.export_onnx(mlp, tmp_path / "m.onnx", torch.zeros(2, 5))
+
+    class Scalar(nn.Module):  # runs, but returns one number per batch, not logits
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return (self.w * x).sum()
+
+    with pytest.raises(ValueError, match=r"example: on a batch of shape \(2, 3\) the model returns \(\)"):
+        kc.export_onnx(Scalar(), tmp_path / "m.onnx", torch.zeros(2, 3))
+
+
+def test_quantize_static_refuses_a_quantized_source_and_unknown_operators(cnn, data, tmp_path):
+    x, _ = data
+    fp32 = kc.export_onnx(cnn, tmp_path / "fp32.onnx", x[:2])
+    int8 = kc.quantize_static(fp32, tmp_path / "int8.onnx", x[:64])
+    with pytest.raises(ValueError, match=r"source: .*int8\.onnx is already quantized \(it has DequantizeLinear, "
+                                         r"QuantizeLinear operators\)"):
+        kc.quantize_static(int8, tmp_path / "again.onnx", x[:64])
+    assert not (tmp_path / "again.onnx").exists()
+    with pytest.raises(ValueError, match=r"only: expected ONNX operator types that ONNX Runtime quantizes, got "
+                                         r"\['Dense'\].*valid: \[.*'Conv'.*'Gemm'.*'MatMul'"):
+        kc.quantize_static(fp32, tmp_path / "q.onnx", x[:64], only=("Gemm", "Dense"))
+    with pytest.raises(ValueError, match=r"only: none of \['Softmax'\] occurs in .*fp32\.onnx.*\['Conv', 'Gemm'"):
+        kc.quantize_static(fp32, tmp_path / "q.onnx", x[:64], only=("Softmax",))
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04 not onnx")
+    with pytest.raises(ValueError, match=r"source: .*model\.pt is not an ONNX model"):
+        kc.quantize_static(tmp_path / "model.pt", tmp_path / "q.onnx", x[:64])
+
+
+def test_onnx_model_refuses_a_file_that_is_not_onnx(cnn, tmp_path):
+    kd.save(cnn, tmp_path / "cnn.pt")
+    with pytest.raises(ValueError, match=r"path: expected an ONNX file .*cnn\.pt, a PyTorch checkpoint"):
+        kc.OnnxModel(tmp_path / "cnn.pt")
+    (tmp_path / "fake.onnx").write_bytes((tmp_path / "cnn.pt").read_bytes())
+    with pytest.raises(ValueError, match=r"path: ONNX Runtime cannot load .*fake\.onnx as an ONNX model"):
+        kc.OnnxModel(tmp_path / "fake.onnx")
+
+
+def test_file_bytes_of_a_directory_sums_its_files(tmp_path):
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "m.onnx").write_bytes(b"x" * 10)
+    (folder / "m.onnx.data").write_bytes(b"x" * 5)
+    (folder / "sub" / "extra.bin").write_bytes(b"x" * 7)
+    assert kc.file_bytes(folder) == 22  # the files, not the directory entry (4096 on most file systems)
+    (tmp_path / "empty").mkdir()
+    assert kc.file_bytes(tmp_path / "empty") == 0
+    with pytest.raises(ValueError, match="path: no file or directory at"):
+        kc.file_bytes(tmp_path / "missing.onnx")

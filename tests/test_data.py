@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import os
 import shutil
 
@@ -46,8 +47,10 @@ def test_read_idx_rejects_bad_files(tmp_path):
     g.write_bytes(g.read_bytes()[:-8])  # truncated gzip stream
     with pytest.raises(ValueError, match="truncated or corrupt"):
         kdata.read_idx(g)
-    with pytest.raises(ValueError, match="SHA-256"):
-        kdata.read_idx(write_idx(tmp_path / "z-ubyte", a), sha256="0" * 64)
+    z = write_idx(tmp_path / "z-ubyte", a)
+    actual = hashlib.sha256(z.read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match=f"SHA-256 \\(decoded bytes hash to {actual}, expected {'0' * 64}\\)"):
+        kdata.read_idx(z, sha256="0" * 64)  # both digests named: which file, and how it differs
 
 
 # --- Fashion-MNIST lookup -----------------------------------------------------------------------------------------

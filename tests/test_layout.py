@@ -2,8 +2,9 @@
 
 Rooms, from the bottom up: ``checks``; ``data``; ``checkpoint``; ``models``; ``losses``; ``evaluation``;
 ``training``; ``experiments``; then the helpers for people (``notebook``, ``pitfalls``, the CLI) and the old module
-names kept as re-exports; ``lm`` (language models) sits on top, imported only by the CLI (and by the registry
-through a shipped record's ``module`` field, at run time). Data and models know nothing of training; losses are
+names kept as re-exports; ``lm`` (language models) sits on top, imported only by the CLI (and at run time by the
+registry, through a shipped record's ``module`` field, and by ``checkpoint.load``, to rebuild a ``CharTransformer``
+from a file: ``LAZY_ARCHITECTURES``, a fixed table). Data and models know nothing of training; losses are
 pure functions of tensors; nothing in the package imports the course room or the book's notebooks.
 """
 
@@ -128,3 +129,10 @@ def test_every_room_says_what_lives_there():
     for init in PACKAGE.rglob("__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc.splitlines()[0]) > 20, f"{init}: first docstring line says what lives there"
+
+
+def test_checkpoint_imports_by_name_only_the_modules_of_its_fixed_table():
+    """``load`` imports a module because of what a file says only through this table: kdtutor's own rooms."""
+    from kdtutor.checkpoint import LAZY_ARCHITECTURES
+
+    assert LAZY_ARCHITECTURES == {"CharTransformer": "kdtutor.lm"}

@@ -410,3 +410,107 @@ def test_config_object_or_keywords_not_both():
     assert lm.CharTransformer(cfg).config == lm.CharTransformer(**lm.CharTransformer(cfg).config).config
     with pytest.raises(ValueError, match="fields: expected either config or keywords, got both"):
         lm.CharTransformer(cfg, layers=2)
+
+
+# --- issue 28: lost work, a teacher in train mode, scored positions -------------------------------------------------
+
+def test_a_diverging_run_restores_the_last_finite_weights_like_fit():
+    """lr=1e6 diverges: the error carries the history, the model is in eval mode with the last finite weights."""
+    text = torch.randint(11, (500,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    model, start = tiny(), tiny().state_dict()
+    with pytest.raises(FloatingPointError, match="lower lr. The model is back at its weights") as err:
+        lm.train(model, lambda g: lm.windows(text, 4, 16, g), 20, lr=1e6)
+    taken = len(err.value.history.loss)
+    assert not model.training and all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    reference = tiny()  # the same run, stopped before the update of the last step listed in the history
+    if taken > 1:
+        lm.train(reference, lambda g: lm.windows(text, 4, 16, g), taken - 1, lr=1e6)
+    for k, v in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert taken > 1 or all(torch.equal(start[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_loss_that_turns_nan_later_keeps_the_weights_of_the_last_finite_step():
+    text = torch.randint(11, (500,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    calls = []
+
+    def loss(z, b):  # finite for steps 0, 1, 2, then NaN
+        calls.append(1)
+        return lm.cross_entropy(z, b) * (math.nan if len(calls) == 4 else 1.0)
+
+    model, history = tiny(), lm.History(loss=[9.0])  # an earlier run's history is kept and appended to
+    with pytest.raises(FloatingPointError, match=r"became nan at step 4.*before step 3's update") as err:
+        lm.train(model, lambda g: lm.windows(text, 2, 16, g), 6, loss=loss, history=history)
+    assert err.value.history is history and len(history.loss) == 4
+    reference = tiny()
+    lm.train(reference, lambda g: lm.windows(text, 2, 16, g), 2)  # steps 0 and 1 applied, step 2's update undone
+    for k, v in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_weights_that_turn_nan_at_the_last_step_are_restored():
+    """A finite loss whose gradient is NaN: only the final check of the weights sees it."""
+    text = torch.randint(11, (500,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+    def loss(z, b):  # the value of the first branch, the gradient of both: sqrt'(negative) is NaN
+        return torch.where(torch.tensor(True), lm.cross_entropy(z, b), torch.sqrt(-(z.abs().sum() + 1)))
+
+    model, start = tiny(), tiny().state_dict()
+    with pytest.raises(FloatingPointError, match="weights: became NaN or infinite by the last step"):
+        lm.train(model, lambda g: lm.windows(text, 2, 16, g), 1, loss=loss)
+    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items()) and not model.training
+
+
+def test_token_kd_runs_a_teacher_in_train_mode_in_eval_mode():
+    teacher, student = tiny(dropout=0.5).train(), tiny(width=8)
+    batch = torch.randint(11, (3, 9), generator=torch.Generator().manual_seed(1))
+    z = student(batch[:, :-1])
+    objective = lm.TokenKD(teacher)
+    first, second = objective(z, batch), objective(z, batch)
+    assert not teacher.training and torch.equal(first, second)  # dropout off: one batch, one loss
+    with torch.no_grad():  # as TokenKD runs it (eval mode without gradients takes attention's fast path)
+        v = teacher.eval()(batch[:, :-1])
+    torch.testing.assert_close(first, forward_kl(z, v), rtol=0, atol=0)
+
+
+def test_token_kd_takes_the_divergences_by_name():
+    teacher, student = tiny(), tiny(width=8)
+    batch = torch.randint(11, (3, 9), generator=torch.Generator().manual_seed(2))
+    z = student(batch[:, :-1])
+    with torch.no_grad():
+        v = teacher.eval()(batch[:, :-1])
+    for name, divergence in (("forward", forward_kl), ("reverse", reverse_kl), ("jsd", generalized_jsd)):
+        torch.testing.assert_close(lm.TokenKD(teacher, name, temperature=2.0)(z, batch),
+                                   divergence(z, v, temperature=2.0), rtol=0, atol=0)
+
+
+def kl_by_hand(z, v, t):
+    """KL(p || q) per position at temperature t, float64, times t^2: shape (B, L)."""
+    log_p, log_q = F.log_softmax(v.double() / t, -1), F.log_softmax(z.double() / t, -1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1) * t * t
+
+
+def test_token_kd_scores_all_positions_by_default_and_leaves_out_prompt_and_padding_on_request():
+    teacher, student = tiny(), tiny(width=8)
+    batch = torch.randint(1, 11, (4, 13), generator=torch.Generator().manual_seed(3))
+    batch[0, 9:] = 0  # padding (id 0) at the end of the first row
+    batch[2, 11:] = 0
+    z = student(batch[:, :-1])
+    per_position = kl_by_hand(z, teacher.eval()(batch[:, :-1]), 2.0)  # (4, 12): position t predicts id t + 1
+    ce = F.cross_entropy(z.double().transpose(1, 2), batch[:, 1:], reduction="none")
+    default = lm.TokenKD(teacher, temperature=2.0, alpha=0.5)(z, batch)
+    torch.testing.assert_close(default.double(), 0.5 * per_position.mean() + 0.5 * ce.mean(), rtol=1e-5, atol=1e-6)
+    scored = torch.ones(4, 12, dtype=torch.bool)
+    scored[:, :4] = False  # prompt of 5 ids: positions 0..3 predict ids 1..4, still the prompt
+    scored &= batch[:, 1:] != 0  # the next id is padding
+    masked = lm.TokenKD(teacher, temperature=2.0, alpha=0.5, prompt=5, pad_id=0)(z, batch)
+    expected = 0.5 * per_position[scored].mean() + 0.5 * ce[scored].mean()
+    torch.testing.assert_close(masked.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lm.TokenKD(teacher, prompt=1)(z, batch), lm.TokenKD(teacher)(z, batch), rtol=0, atol=0)
+
+
+def test_on_policy_says_which_positions_are_the_prompt():
+    text = torch.randint(11, (300,), dtype=torch.uint8)
+    batches = lm.on_policy(tiny(), text, batch=2, prompt=5, length=4)
+    assert batches.prompt == 5 and batches(torch.Generator().manual_seed(0)).shape == (2, 9)
+    assert "By default it scores **all**" in lm.on_policy.__doc__ and "prompt=batches.prompt" in lm.on_policy.__doc__

@@ -92,3 +92,50 @@ def test_accuracy_and_evaluate_agree(setting):
         kd.accuracy(logits, data.tensors[1][:5])
     with pytest.raises(ValueError, match="data: the dataset is empty"):
         kd.evaluate(model, TensorDataset(torch.zeros(0, 784), torch.zeros(0, dtype=torch.long)))
+
+
+class Foreign:
+    """Not something ``torch.load(weights_only=True)`` will unpickle."""
+
+
+def _forge(path, payload):
+    """A cache file whose checksum is valid over ``payload``, whatever it holds (the checksummed format-1 layout)."""
+    import hashlib
+    import io
+
+    from kdtutor import checkpoint
+
+    magic = getattr(checkpoint, "LEGACY_MAGIC", None) or checkpoint.MAGIC
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    path.write_bytes(magic + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+
+
+@pytest.mark.parametrize("kind", ["another pickle", "not a dict", "NaN logits", "too few rows", "integer logits",
+                                  "1-D logits", "no logits"])
+def test_a_cache_file_with_a_valid_checksum_but_the_wrong_contents_is_recomputed(setting, kind):
+    from kdtutor.checkpoint import read_verified
+
+    model, data, calls, folder = setting
+    good = kd.cached_logits(model, data)
+    (path,) = folder.glob("*.pt")
+    key = read_verified(path)["key"]
+    bad = good.clone()
+    bad[5, 3] = float("nan")
+    payload = {"another pickle": {"key": key, "logits": good, "extra": Foreign()}, "not a dict": [key, good],
+               "NaN logits": {"key": key, "logits": bad}, "too few rows": {"key": key, "logits": good[:-1]},
+               "integer logits": {"key": key, "logits": good.long()}, "1-D logits": {"key": key, "logits": good[:, 0]},
+               "no logits": {"key": key}}[kind]
+    _forge(path, payload)
+    again = kd.cached_logits(model, data)
+    assert torch.equal(again, good) and again.dtype == torch.float32 and len(calls) == 2
+    assert torch.equal(read_verified(path)["logits"], good)  # overwritten with the good logits
+
+
+@pytest.mark.parametrize("model", [lambda x: x.flatten(1), kd.MLP], ids=["a function", "a class"])
+def test_the_model_must_be_a_module_instance(setting, model):
+    _, data, _, _ = setting
+    for call in (kd.cached_logits, kd.compute_logits, kd.evaluate):
+        with pytest.raises(TypeError, match="model: expected an nn.Module"):
+            call(model, data)

@@ -178,3 +178,131 @@ def test_kl_rows_against_torch_kl_div_per_row_and_the_losses_built_on_it():
     for bad in (log_q[0], log_q[:, :1]):  # a missing row or a single class would broadcast silently
         with pytest.raises(ValueError, match="log_b: expected the shape of log_a"):
             kl_rows(log_p, bad)
+
+
+# --- precision: float64 stays float64 (gradcheck), float32 and half give exactly the numbers they gave before ---------
+
+def _old_hint(s, t):  # the implementations before float64 was kept, written out: every input through .float()
+    return 0.5 * F.mse_loss(s.float(), t.float())
+
+
+def _old_attention(s, t):
+    def q(f):
+        return F.normalize(f.float().abs().pow(2.0).mean(1).flatten(1), dim=1)
+    return (q(s) - q(t)).pow(2).mean()
+
+
+def _old_dkd(z, v, y, t, tc, nc):  # kdtutor's dkd_terms and dkd_loss_unchecked before, line for line
+    z_s, z_t = z.float() / t, v.float() / t
+    y1 = y.long().unsqueeze(-1)
+    target = torch.zeros_like(z_s, dtype=torch.bool).scatter_(-1, y1, True)
+
+    def parts(x):
+        rest = x.masked_fill(target, float("-inf"))
+        log_all = torch.logsumexp(x, -1)
+        return x.gather(-1, y1).squeeze(-1) - log_all, torch.logsumexp(rest, -1) - log_all, F.log_softmax(rest, -1)
+
+    (lt_s, lr_s, hat_s), (lt_t, lr_t, hat_t) = parts(z_s), parts(z_t)
+    tckd = lt_t.exp() * (lt_t - lt_s) + lr_t.exp() * (lr_t - lr_s)
+    nckd = (hat_t.exp() * (hat_t - hat_s)).masked_fill(target, 0.0).sum(-1)
+    return F.cross_entropy(z.float(), y.long()) + t * t * (tc * tckd.mean() + nc * nckd.mean())
+
+
+def _dkd_formula(z, v, y, t, tc, nc):
+    """An independent DKD: binary and non-target distributions written out (the target masked with -1e9)."""
+    z_s, z_t = z / t, v / t
+    mask = F.one_hot(y, z.shape[-1]).bool()
+    p_s, p_t = F.softmax(z_s, -1), F.softmax(z_t, -1)
+    b_s = torch.stack([(p_s * mask).sum(-1), (p_s * ~mask).sum(-1)], -1)
+    b_t = torch.stack([(p_t * mask).sum(-1), (p_t * ~mask).sum(-1)], -1)
+    tckd = (b_t * (b_t.log() - b_s.log())).sum(-1)
+    hat_s = F.log_softmax(z_s.masked_fill(mask, -1e9), -1)
+    hat_t = F.log_softmax(z_t.masked_fill(mask, -1e9), -1)
+    nckd = (hat_t.exp() * (hat_t - hat_s)).masked_fill(mask, 0).sum(-1)
+    return F.cross_entropy(z, y) + t * t * (tc * tckd.mean() + nc * nckd.mean())
+
+
+def _old_kl(z, v, t):
+    log_q, log_p = F.log_softmax(z.float() / t, -1), F.log_softmax(v.float() / t, -1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1) * t * t
+
+
+def _old_focal(z, v, y, t, base, focal):
+    w = base + focal * (v.argmax(-1) == y).float()
+    return F.cross_entropy(z.float(), y) + (w * _old_kl(z, v, t)).mean()
+
+
+def _old_lwf(z, v, y, old, t, weight):
+    return F.cross_entropy(z.float(), y) + weight * _old_kl(z.index_select(-1, old), v, t).mean()
+
+
+def _precision_cases():
+    from kdtutor.losses import attention_transfer_loss, dkd_loss, focal_distillation_loss, hint_loss, lwf_loss
+
+    g = torch.Generator().manual_seed(11)
+    z, v, y = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 5, generator=g,
+                                                                               dtype=torch.float64), Y.repeat(2)
+    fs, ft = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 5, 4, 4, generator=g,
+                                                                                   dtype=torch.float64)
+    fh = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    old = torch.tensor([4, 0, 2])
+    return {  # name: (kdtutor's loss of (student, teacher), the old one, student, teacher)
+        "hint_loss": (hint_loss, _old_hint, fs, fh),
+        "attention_transfer_loss": (attention_transfer_loss, _old_attention, fs, ft),
+        "dkd_loss": (lambda a, b: dkd_loss(a, b, y, 4.0, 1.0, 8.0),
+                     lambda a, b: _old_dkd(a, b, y, 4.0, 1.0, 8.0), z, v),
+        "focal_distillation_loss": (lambda a, b: focal_distillation_loss(a, b, y, 2.0, 1.0, 5.0),
+                                    lambda a, b: _old_focal(a, b, y, 2.0, 1.0, 5.0), z, v),
+        "lwf_loss": (lambda a, b: lwf_loss(a, b, y, old, 2.0, 1.0), lambda a, b: _old_lwf(a, b, y, old, 2.0, 1.0),
+                     z, v[:, :3]),
+    }
+
+
+@pytest.mark.parametrize("name", list(_precision_cases()))
+def test_float64_inputs_stay_float64_and_pass_gradcheck(name):
+    loss, old, s, t = _precision_cases()[name]
+    assert loss(s, t).dtype == torch.float64
+    torch.testing.assert_close(loss(s, t), old(s, t).double(), rtol=1e-5, atol=1e-6)  # the same loss, in float32
+    assert torch.autograd.gradcheck(lambda a: loss(a, t), (s.clone().requires_grad_(),))
+    assert torch.autograd.gradcheck(lambda b: loss(s, b), (t.clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize("name", list(_precision_cases()))
+def test_float32_and_half_give_bit_identical_results_to_the_float_upcast(name):
+    loss, old, s, t = _precision_cases()[name]
+    for s_dtype, t_dtype in ((torch.float32, torch.float32), (torch.float32, torch.float64),
+                             (torch.float16, torch.float16), (torch.bfloat16, torch.float32)):
+        a, b = s.to(s_dtype).requires_grad_(), t.to(t_dtype)
+        got, want = loss(a, b), old(a, b)
+        assert got.dtype == torch.float32 and torch.equal(got, want), (s_dtype, t_dtype)
+        (g_got,) = torch.autograd.grad(got, a)
+        (g_want,) = torch.autograd.grad(want, a)
+        assert torch.equal(g_got, g_want), (s_dtype, t_dtype)
+
+
+def test_dkd_in_float64_matches_an_independent_formula():
+    from kdtutor.losses import dkd_loss
+
+    _, _, z, v = _precision_cases()["dkd_loss"]
+    y = Y.repeat(2)
+    torch.testing.assert_close(dkd_loss(z, v, y, 4.0, 1.0, 8.0), _dkd_formula(z, v, y, 4.0, 1.0, 8.0))
+
+
+def test_attention_map_keeps_float64():
+    from kdtutor.losses import attention_map
+
+    f = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    q = attention_map(f)
+    assert q.dtype == torch.float64
+    torch.testing.assert_close(q.norm(dim=1), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(4, 1), (4, 0)])
+def test_dkd_refuses_fewer_than_two_classes_at_the_loss_level(shape):
+    from kdtutor.losses import dkd_loss_unchecked, dkd_terms
+
+    z = torch.zeros(shape)
+    y = torch.zeros(4, dtype=torch.long)
+    for call in (lambda: dkd_terms(z, z, y, 4.0), lambda: dkd_loss_unchecked(z, z, y, 4.0, 1.0, 8.0)):
+        with pytest.raises(ValueError, match=r"student_logits: expected at least 2 classes"):
+            call()

@@ -97,11 +97,13 @@ def test_checkpoints_know_architectures_by_exact_type(tmp_path):
         kd.load(kd.save(Wider(hidden=(8,)), tmp_path / "sub.pt"))
 
 
-def test_shipped_teacher_file_still_loads_with_its_hash():
-    """Files written before the checkpoint refactor (the shipped teacher among them) load unchanged."""
+def test_shipped_teacher_file_loads_with_its_hash_and_metadata():
+    """The shipped teacher (rewritten in checkpoint format 2, same tensors) keeps the metadata its 0.1.0 file held.
+    Format-1 files in general: tests/test_checkpoint_format.py."""
     path = registry.verify("teacher_fmnist")
     model, meta = kd.load(path)
     assert type(model) is kd.CNN and meta["test_acc"] == pytest.approx(kd.teacher_record()["test_acc"])
+    assert meta["recipe"]["epochs"] == kd.teacher_record()["recipe"]["epochs"] == 8
 
 
 def test_load_into_a_given_module(tmp_path):

@@ -1,7 +1,9 @@
-""".github/workflows/pages.yml publishes the book: on a push to main it installs CPU-only torch, builds with the
-README's command (bash scripts/build_book.sh), uploads _build/html as the Pages artifact and deploys it, with the
-permissions Pages needs. (The workflow runs on GitHub only; this checks its structure.)"""
+""".github/workflows/pages.yml publishes the book: on a push to main it runs the unit tests and builds with the
+README's command (bash scripts/build_book.sh, warnings as errors), both with CPU-only torch, uploads _build/html as the
+Pages artifact and deploys it, with the permissions Pages needs. (The workflow runs on GitHub only; this checks its
+structure.)"""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -40,8 +42,10 @@ def test_builds_with_the_readme_command_then_uploads_the_html():
     runs = [s.get("run", "") for s in steps(job)]
     build = next((i for i, r in enumerate(runs) if "bash scripts/build_book.sh" in r), None)
     assert build is not None, f"job {name}: no step runs bash scripts/build_book.sh"
-    torch = next((i for i, r in enumerate(runs) if "download.pytorch.org/whl/cpu" in r), None)
-    assert torch is not None and torch < build, f"job {name}: CPU-only torch should be installed before the build"
+    assert job.get("env", {}).get("KDTUTOR_TORCH_INDEX") == "https://download.pytorch.org/whl/cpu", (
+        f"job {name}: the scripts should install CPU-only torch (KDTUTOR_TORCH_INDEX)")
+    tests = next((i for i, r in enumerate(runs) if re.search(r"bash scripts/test\.sh\b", r)), None)
+    assert tests is not None and tests < build, f"job {name}: the unit tests should run before the build"
     upload = next(i for i, s in enumerate(steps(job)) if uses(s) == "actions/upload-pages-artifact")
     assert upload > build and steps(job)[upload]["with"]["path"].rstrip("/") == "_build/html"
     assert any(uses(s) == "actions/configure-pages" for s in steps(job))

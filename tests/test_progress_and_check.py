@@ -1,6 +1,8 @@
 """Progress bars appear where work is long and never in the book; ``kd.check()`` reports what a course needs."""
 
 import email.message
+import gzip
+import hashlib
 import sys
 
 import pytest
@@ -109,11 +111,32 @@ def test_check_with_a_corrupt_data_file_names_it(fast, monkeypatch, tmp_path, ca
     for name in kdata.FMNIST_FILES:
         shutil.copy(next(folder.glob(f"{name}*")), tmp_path)
     target = next(tmp_path.glob("t10k-labels*"))
-    target.write_bytes(target.read_bytes()[:-20])  # truncated
+    raw = gzip.decompress(target.read_bytes()) if target.suffix == ".gz" else target.read_bytes()
+    raw = raw[:-1] + bytes([(raw[-1] + 1) % 10])  # one label changed: a valid file, the wrong contents
+    target.write_bytes(gzip.compress(raw) if target.suffix == ".gz" else raw)
     monkeypatch.setenv("KDTUTOR_DATA", str(tmp_path))
     assert kd.check() is False
     out = capsys.readouterr().out
-    assert "Fashion-MNIST: NOT FOUND" in out and "a corrupt file" in out and "t10k-labels" in out
+    (line,) = [line for line in out.splitlines() if line.startswith("Fashion-MNIST")]
+    # the file first, then how it differs; not "NOT FOUND" with a fix that installs what is installed
+    assert line.startswith(f"Fashion-MNIST: CORRUPT FILE {target}: contents do not match the expected SHA-256")
+    assert f"hash to {hashlib.sha256(raw).hexdigest()}, expected {kdata.FMNIST_FILES['t10k-labels-idx1-ubyte']}" in line
+    assert "NOT FOUND" not in out and "apt-get install dataset-fashion-mnist" not in out and "NOT READY" in out
+    target.write_bytes(target.read_bytes()[:-20])  # truncated as well: still named
+    assert kd.check() is False and f"CORRUPT FILE {target}" in capsys.readouterr().out
+
+
+def test_help_is_plain_text(capsys):
+    from kdtutor.__main__ import main
+
+    for argv in (["--help"], ["check", "--help"], ["data", "--help"], ["corpus", "--help"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0
+        text = capsys.readouterr().out
+        assert "usage: python -m kdtutor" in text
+        for markup in ("``", ":func:", ":mod:", ":class:", ":doc:"):
+            assert markup not in text, (argv, markup)
 
 
 def test_check_with_tampered_weights_fails(fast, monkeypatch, tmp_path, capsys):

@@ -223,3 +223,22 @@ def test_bad_input_names_the_argument(case):
         args = dict(student_logits=S, teacher_logits=V, mask=MASK, temperature=2.0) | change
         with pytest.raises(ValueError, match=message):
             fn(**args)
+
+
+@pytest.mark.parametrize("kind", ["forward", "reverse", "jsd"])
+def test_a_prompt_and_padding_mask_scores_only_the_completion(kind):
+    """The mask says which positions are scored: False on the prompt and the padding, True on the completion."""
+    g = torch.Generator().manual_seed(5)
+    s, v = torch.randn(2, 6, 7, generator=g, dtype=torch.float64), torch.randn(2, 6, 7, generator=g,
+                                                                               dtype=torch.float64)
+    prompt, lengths = 2, torch.tensor([6, 4])  # two prompt positions; the second sequence is padded after 4
+    positions = torch.arange(6)
+    mask = (positions >= prompt) & (positions < lengths[:, None])
+    fn = {"forward": forward_kl, "reverse": reverse_kl, "jsd": generalized_jsd}[kind]
+    got = fn(s, v, mask, 2.0)
+    torch.testing.assert_close(got, fn(s[mask], v[mask], None, 2.0))  # the scored rows alone, as (K, vocab)
+    assert math.isclose(got.item(), reference(s, v, mask, 2.0, kind), rel_tol=1e-12)
+    wild = s.clone()
+    wild[~mask] = 1e3 * torch.randn(int((~mask).sum()), 7, generator=g, dtype=torch.float64)
+    assert torch.equal(fn(wild, v, mask, 2.0), got)  # whatever the prompt and padding positions hold
+    assert fn(s, v, None, 2.0) != got  # the default still scores every position

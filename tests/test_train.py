@@ -316,3 +316,53 @@ def test_channels_last_changes_the_layout_not_the_result(small):
     assert conv.is_contiguous(memory_format=torch.channels_last) and loss.teachers() == [teacher]
     with pytest.raises(ValueError, match="channels_last"):
         kd.TrainConfig(channels_last="yes")
+
+
+@pytest.mark.filterwarnings("ignore:teacher_logits.*agrees with the labels")  # random logits, on purpose
+def test_train_accuracy_counts_the_labelled_rows_only(small):
+    """lr=0 leaves the model as it is: the epoch's train accuracy is its accuracy on the labelled rows, by hand."""
+    train, _ = small
+    x, y = train.tensors[0][:300], train.tensors[1][:300].clone()
+    labelled = torch.arange(300) % 3 == 0
+    y[~labelled] = -1  # unlabelled transfer data
+    model = mlp()
+    logits = torch.randn(300, 10, generator=torch.Generator().manual_seed(0))
+    loss = kd.Distillation(teacher_logits=logits, labelled=labelled)
+    history = kd.fit(model, TensorDataset(x, y), epochs=1, lr=0.0, batch_size=64, loss=loss, device="cpu",
+                     verbose=False)
+    with torch.no_grad():
+        right = (model(x[labelled]).argmax(1) == y[labelled]).sum().item()
+    assert right > 0 and history.train_acc == [right / 100]  # 100 labelled rows; the 200 others are not errors
+    none = kd.Distillation(teacher_logits=logits, labelled=torch.zeros(300, dtype=torch.bool))
+    history = kd.fit(model, TensorDataset(x, y), epochs=1, loss=none, device="cpu", verbose=False)
+    assert math.isnan(history.train_acc[0])  # no labelled row: no accuracy, not 0 %
+
+
+def test_an_online_teacher_is_used_in_place(small):
+    """fit's docstring: the caller's teacher is moved, put in eval mode and converted, not copied; weights kept."""
+    train, _ = small
+    torch.manual_seed(0)
+    teacher = kd.CNN(channels=(4, 8), hidden=0).train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    loss = kd.Distillation(teacher=teacher)
+    kd.fit(kd.student_cnn(), Subset(train, range(64)), epochs=1, loss=loss, device="cpu", verbose=False,
+           channels_last=True)
+    assert loss.teacher is teacher and not teacher.training
+    conv = [m for m in teacher.modules() if isinstance(m, nn.Conv2d)][1].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert "used in place, not copied" in kd.fit.__doc__
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_teacher_in_another_dtype_reads_and_returns_the_images_dtype(small, dtype):
+    train, _ = small
+    torch.manual_seed(4)
+    teacher = kd.MLP(hidden=(16,)).to(dtype).eval()
+    loss = kd.Distillation(teacher=teacher)
+    sub = Subset(train, range(128))
+    kd.fit(mlp(), sub, epochs=1, loss=loss, device="cpu", verbose=False)  # refused by matmul before the fix
+    batch = next(kdevice.OnDevice(sub, "cpu").batches(8))
+    got = loss.teacher_logits(batch)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, teacher(batch.x.to(dtype)).float(), rtol=0, atol=0)

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from kdtutor import checks
 from kdtutor.data import OnDevice, nonempty
 from kdtutor.evaluation import compute_logits, fidelity
 
@@ -49,8 +50,11 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
     """Write ``model`` to ``path`` as one ONNX file (weights inside), traced on ``example``, any batch size.
 
     ``example`` is a batch of inputs (two or more samples: the batch dimension is made dynamic). The model is
-    exported in eval mode on the CPU; its mode and device are restored.
+    exported in eval mode on the CPU; its mode and device are restored. The model is first run on ``example`` (eval
+    mode, no gradients): an example it cannot take, or on which it does not return one row of logits per sample, is
+    refused with a ``ValueError`` naming the shape, before the exporter's own error messages.
     """
+    checks.nn_module(model, "model")
     if not isinstance(example, torch.Tensor):
         raise ValueError(f"example: expected a tensor batch of inputs to trace the model on, got "
                          f"{type(example).__name__}")
@@ -58,11 +62,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
         raise ValueError(f"example: expected a batch of at least 2 samples (the batch size is made dynamic), got "
                          f"shape {tuple(example.shape)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     name = next(iter(_forward_arguments(model)))
     was_training, device = model.training, _device(model)
     model.eval().cpu()
     try:
+        _check_example(model, example.cpu())
+        path.parent.mkdir(parents=True, exist_ok=True)
         with quiet():
             torch.onnx.export(model, (example.cpu(),), str(path), dynamo=True, external_data=False,
                               input_names=["x"], output_names=["logits"],
@@ -85,6 +90,9 @@ class OnnxModel(nn.Module):
         self.path = Path(path)
         if not self.path.is_file():
             raise ValueError(f"path: no ONNX file at {self.path}")
+        if self.path.suffix.lower() in (".pt", ".pth", ".ckpt"):
+            raise ValueError(f"path: expected an ONNX file (.onnx, written by export_onnx), got {self.path}, a "
+                             "PyTorch checkpoint name; load it with kdtutor.load, or export it with export_onnx first")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         if threads is not None:
@@ -93,7 +101,11 @@ class OnnxModel(nn.Module):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self.threads = threads
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) are not importable
+            raise ValueError(f"path: ONNX Runtime cannot load {self.path} as an ONNX model: "
+                             f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
         self.input_name = self.session.get_inputs()[0].name
 
     @property
@@ -133,6 +145,10 @@ def quantize_static(source: str | os.PathLike, target: str | os.PathLike, calibr
     ``reduce_range`` stores the weights on :math:`[-64, 64]` rather than :math:`[-127, 127]`, so that the int8
     arithmetic cannot saturate on x86 CPUs without VNNI (see the module docstring); ``False`` keeps the last bit where
     the deployment CPU has VNNI (or is an ARM CPU).
+
+    Refused with a ``ValueError``: a ``source`` that is not an ONNX model or is already quantized (it holds
+    QuantizeLinear/DequantizeLinear or integer operators: quantizing it again would write an invalid model), and
+    ``only`` naming an operator type ONNX Runtime cannot quantize or none that occurs in ``source``.
     """
     if not isinstance(calibration, torch.Tensor) or calibration.ndim < 2 or len(calibration) == 0:
         raise ValueError("calibration: expected a non-empty tensor batch of inputs (e.g. 512 training images), got "
@@ -143,10 +159,26 @@ def quantize_static(source: str | os.PathLike, target: str | os.PathLike, calibr
     if not source.is_file():
         raise ValueError(f"source: no ONNX file at {source}")
     quantization = _onnxruntime("quantization")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    import onnx
+    graph = _onnx_graph(source)
+    ops = {node.op_type for node in graph.node}
+    done = sorted(op for op in ops if op in QUANTIZED_OPS or op.startswith("QLinear"))
+    if done:
+        raise ValueError(f"source: {source} is already quantized (it has {', '.join(done)} operators); quantize the "
+                         "float model written by export_onnx instead")
+    if only is not None:
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    name = onnx.load(str(source), load_external_data=False).graph.input[0].name
+        valid = set(QLinearOpsRegistry) | set(QDQRegistry)
+        unknown = [op for op in only if op not in valid]
+        if unknown:
+            raise ValueError(f"only: expected ONNX operator types that ONNX Runtime quantizes, got {unknown} (the "
+                             f"names are case-sensitive ONNX types, e.g. 'Gemm' for a linear layer); valid: "
+                             f"{sorted(valid)}")
+        if not ops & set(only):
+            raise ValueError(f"only: none of {list(only)} occurs in {source}, so nothing would be quantized; its "
+                             f"operators that ONNX Runtime quantizes: {sorted(ops & valid)}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    name = graph.input[0].name
     batches = [{name: calibration[i:i + 64].cpu().float().numpy()} for i in range(0, len(calibration), 64)]
     with tempfile.TemporaryDirectory() as tmp, quiet():
         prepared = Path(tmp) / "prepared.onnx"
@@ -160,10 +192,67 @@ def quantize_static(source: str | os.PathLike, target: str | os.PathLike, calibr
 
 
 def file_bytes(path: str | os.PathLike) -> int:
-    """Bytes on disk of a model file, plus its ONNX external-data file (``<path>.data``) if there is one."""
+    """Bytes on disk of a model file, plus its ONNX external-data file (``<path>.data``) if there is one.
+
+    A directory counts as the sum of the files in it and its subdirectories (a model saved as a folder, or an
+    ``.onnx`` file beside its ``.onnx.data``), not the size of the directory entry itself.
+    """
     path = Path(path)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    if not path.is_file():
+        raise ValueError(f"path: no file or directory at {path}")
     extra = path.with_name(path.name + ".data")
     return path.stat().st_size + (extra.stat().st_size if extra.is_file() else 0)
+
+
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+                           "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"})
+
+
+def _onnx_graph(path: Path):
+    """The graph of the ONNX file ``path`` (weights not loaded); ``ValueError`` if it is not an ONNX model."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and friends: not an ONNX file
+        raise ValueError(f"source: {path} is not an ONNX model ({type(err).__name__}); export one with "
+                         "export_onnx") from err
+    if not model.graph.node or not model.graph.input:
+        raise ValueError(f"source: {path} is not an ONNX model (its graph has no nodes or no inputs); export one "
+                         "with export_onnx")
+    return model.graph
+
+
+def _check_example(model: nn.Module, example: torch.Tensor) -> None:
+    """Run ``model`` (already in eval mode, on the CPU) on ``example``; ``ValueError`` naming the shapes if it fails."""
+    expected = _expected_input(model)
+    hint = f"; a {type(model).__name__} expects {expected}" if expected else ""
+    try:
+        with torch.no_grad():
+            out = model(example)
+    except Exception as err:
+        raise ValueError(f"example: the model cannot run on a batch of shape {tuple(example.shape)}{hint} "
+                         f"({type(err).__name__}: {err})") from err
+    if not isinstance(out, torch.Tensor) or out.ndim < 2 or len(out) != len(example):
+        raise ValueError(f"example: on a batch of shape {tuple(example.shape)} the model returns "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}, not one row "
+                         f"of logits per sample ({len(example)}, classes){hint}")
+
+
+def _expected_input(model: nn.Module) -> str:
+    """The input shape a kdtutor model expects, in words (``""`` if it cannot be told from the model)."""
+    config = getattr(model, "config", None)
+    if isinstance(config, dict) and "in_channels" in config and "image_size" in config:
+        c, s = config["in_channels"], config["image_size"]
+        return f"(batch, {c}, {s}, {s})"
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    if isinstance(first, nn.Conv2d):
+        return f"(batch, {first.in_channels}, height, width)"
+    if isinstance(first, nn.Linear):
+        return f"samples of {first.in_features} values (batch, {first.in_features}), or images that flatten to it"
+    return ""
 
 
 class _Reader:

@@ -18,11 +18,13 @@ model.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from kdtutor import checks
 from kdtutor.models import CNN
 
 __all__ = ["prunable", "prune_channels", "prune_magnitude", "sparsity"]
@@ -58,6 +60,7 @@ def prune_magnitude(model: nn.Module, amount: float) -> nn.Module:
     masks are removed afterwards, so the copy's ``state_dict`` has the original names and shapes.
     """
     amount = _ratio(amount, "amount")
+    checks.nn_module(model, "model")
     pruned = copy.deepcopy(model)
     layers = [(layer, "weight") for _, layer in prunable(pruned)]
     if not layers:
@@ -70,7 +73,7 @@ def prune_magnitude(model: nn.Module, amount: float) -> nn.Module:
 
 
 def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor | None = None) -> nn.Module:
-    """A copy of ``model`` with the fraction ``ratio`` of channels (and hidden units) removed from every layer.
+    r"""A copy of ``model`` with the fraction ``ratio`` of channels (and hidden units) removed from every layer.
 
     torch-pruning's ``MagnitudePruner`` with ``MagnitudeImportance(p=2)`` traces ``model(example)`` to find the
     coupled parameters, ranks each channel by the L2 norm of its group's weights and removes the weakest ``ratio``
@@ -78,13 +81,22 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor | None 
     model's shape (two images of zeros for a :class:`~kdtutor.models.CNN` when omitted). A ``CNN`` comes back as a
     ``CNN`` with the new widths in its ``config`` (its outputs equal the pruned network's); another model comes back
     as the pruned module itself, which :func:`kdtutor.checkpoint.save` cannot rebuild from a file.
+
+    A layer of :math:`C` channels keeps :math:`\lfloor C(1 - \text{ratio}) \rfloor` of them (torch-pruning's
+    rule), so widths, and the parameter count, shrink monotonically as ``ratio`` grows. A ratio that would leave some
+    layer with no channel is refused (``ValueError`` naming the layer and the largest ratio every layer can take):
+    torch-pruning would silently leave such a layer unpruned, and a larger ratio could then give a larger model.
     """
     ratio = _ratio(ratio, "ratio")
+    checks.nn_module(model, "model")
     if example is None:
         if not isinstance(model, CNN):
             raise ValueError(f"example: a {type(model).__name__} needs an example input batch to trace")
         c = model.config
         example = torch.zeros(2, c["in_channels"], c["image_size"], c["image_size"])
+    if not isinstance(example, torch.Tensor):
+        raise TypeError(f"example: expected a tensor batch of inputs of the model's shape, got "
+                        f"{type(example).__name__}")
     tp = _torch_pruning()
     linears = [m for _, m in prunable(model) if isinstance(m, nn.Linear)]
     if not linears:
@@ -94,9 +106,36 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor | None 
     head = [m for _, m in prunable(pruned) if isinstance(m, nn.Linear)][-1]
     pruner = tp.pruner.MagnitudePruner(pruned, example.to(device), importance=tp.importance.MagnitudeImportance(p=2),
                                        pruning_ratio=ratio, ignored_layers=[head])
+    _check_widths(pruner, pruned, ratio)
     pruner.step()
     pruned.train(model.training)
     return _as_cnn(pruned) if isinstance(model, CNN) else pruned
+
+
+def _kept(channels: int, ratio: float) -> int:
+    """How many of ``channels`` torch-pruning keeps at ``ratio`` (its local-pruning rule, float arithmetic and all)."""
+    return int(channels * (1 - ratio))
+
+
+def _check_widths(pruner, model: nn.Module, ratio: float) -> None:
+    """Refuse a ratio that would leave a layer torch-pruning is about to prune without a single channel."""
+    names = {m: name for name, m in model.named_modules()}
+    widths = {}
+    for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                          root_module_types=pruner.root_module_types):
+        layer = group[0].dep.target.module
+        channels = pruner.DG.get_out_channels(layer)
+        if channels is not None:
+            widths[names.get(layer, type(layer).__name__)] = channels
+    order = {name: i for i, name in enumerate(names.values())}  # the model's own order, not torch-pruning's
+    empty = [f"{name} ({c} channels)" for name, c in sorted(widths.items(), key=lambda kv: order.get(kv[0], len(order)))
+             if _kept(c, ratio) < 1]
+    if empty:
+        largest = math.floor((1 - 1 / min(widths.values())) * 1000) / 1000
+        while largest > 0 and _kept(min(widths.values()), largest) < 1:
+            largest = round(largest - 0.001, 3)
+        raise ValueError(f"ratio: {ratio} would leave no channel in {', '.join(empty)} (a layer of C channels keeps "
+                         f"int(C * (1 - ratio))); every layer can take a ratio of at most {largest}")
 
 
 def _as_cnn(pruned: CNN) -> CNN:

@@ -80,8 +80,10 @@ def read_idx(path: str | Path, sha256: str | None = None) -> np.ndarray:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise ValueError(f"{path}: cannot be read or decompressed ({err}); the file is truncated or corrupt") from err
-    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
-        raise ValueError(f"{path}: contents do not match the expected SHA-256; the file is truncated or corrupt")
+    digest = hashlib.sha256(raw).hexdigest() if sha256 is not None else None
+    if digest != sha256:
+        raise ValueError(f"{path}: contents do not match the expected SHA-256 (decoded bytes hash to {digest}, "
+                         f"expected {sha256}); the file is truncated or corrupt")
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
         raise ValueError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]

@@ -78,10 +78,37 @@ def stratified_indices(labels: torch.Tensor, n_per_class: int, seed: int = 0) ->
 
 
 def without_classes(labels: torch.Tensor, classes) -> torch.Tensor:
-    """Sorted indices of the samples whose label is *not* in ``classes`` (Hinton's omitted-class transfer set)."""
-    labels = torch.as_tensor(labels)
-    drop = torch.as_tensor(list(classes), dtype=labels.dtype)
-    return (~torch.isin(labels, drop)).nonzero().flatten()
+    """Sorted indices of the samples whose label is *not* in ``classes`` (Hinton's omitted-class transfer set).
+
+    ``labels`` is the label tensor (``train.tensors[1]``), not the dataset; ``classes`` a sequence of class labels
+    such as ``[8, 9]`` (a single int is one class). Select the samples with ``subset(train, indices)``.
+    """
+    if isinstance(labels, Dataset):
+        raise TypeError(f"labels: expected a 1-D tensor of integer class labels (a dataset's labels, e.g. "
+                        f"train.tensors[1]), got {type(labels).__name__}; pass its labels, not the dataset")
+    labels = _integers(labels, "labels", "a 1-D tensor of integer class labels (e.g. train.tensors[1])")
+    if isinstance(classes, (int, np.integer)) and not isinstance(classes, (bool, np.bool_)):
+        classes = [int(classes)]
+    if isinstance(classes, (Dataset, str, bytes)) or not hasattr(classes, "__iter__"):
+        raise TypeError(f"classes: expected a sequence of class labels such as [8, 9], got "
+                        f"{type(classes).__name__}")
+    drop = _integers(list(classes) if not torch.is_tensor(classes) else classes.flatten(), "classes",
+                     "a sequence of integer class labels such as [8, 9]")
+    return (~torch.isin(labels, drop.to(labels.dtype))).nonzero().flatten()
+
+
+def _integers(values, name: str, expected: str) -> torch.Tensor:
+    """``values`` as a 1-D integer tensor; ``TypeError`` for what is not an array of numbers, ``ValueError`` for
+    non-integer numbers or another shape."""
+    try:
+        tensor = values if torch.is_tensor(values) else torch.as_tensor(np.asarray(values))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name}: expected {expected}, got {type(values).__name__}") from err
+    if tensor.numel() == 0 and tensor.ndim == 1:
+        return tensor.long()  # an empty list reads as float64: nothing to drop
+    if tensor.ndim != 1 or tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"{name}: expected {expected}, got {tensor.dtype} of shape {tuple(tensor.shape)}")
+    return tensor
 
 
 def book_split(train: Dataset):

@@ -15,11 +15,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from kdtutor import checks
+
 __all__ = ["latency", "size_bytes"]
 
 
 def size_bytes(model: nn.Module) -> int:
     """Bytes of the model's ``state_dict`` as ``torch.save`` writes it (parameters, buffers and a little framing)."""
+    checks.nn_module(model, "model")
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes
@@ -36,8 +39,9 @@ def latency(model: Callable[[torch.Tensor], object], example: torch.Tensor, repe
     thread count when it is created (``OnnxModel(path, threads=1)``). On CUDA each run is synchronised before the
     clock stops. Use a batch of one image for per-image latency.
     """
-    if not callable(model):
-        raise TypeError(f"model: expected a module or a callable, got {type(model).__name__}")
+    if not callable(model) or isinstance(model, type):  # a class is callable, but calling it builds a model
+        raise TypeError(f"model: expected a module or a callable, got "
+                        f"{'the class ' + model.__name__ if isinstance(model, type) else type(model).__name__}")
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats: expected >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):

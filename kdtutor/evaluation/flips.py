@@ -9,7 +9,8 @@ worked stopped working. The **negative flip rate** (NFR) is their share of all s
    \\mathrm{NFR} = \\frac{1}{N} \\sum_n [\\hat y^{\\mathrm{old}}_n = y_n] \\, [\\hat y^{\\mathrm{new}}_n \\ne y_n],
 
 and a *positive flip* is the reverse (wrong before, right now). Predictions are class indices (``argmax`` of the
-logits); pass logits and they are reduced for you.
+logits); pass logits and they are reduced for you. A single column (``N x 1``) is refused: it is not logits (its
+argmax is class 0 for every sample), and class indices are passed as a 1-D tensor.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ __all__ = ["flip_table", "negative_flip_rate"]
 
 def _predictions(name: str, values, n: int | None = None) -> torch.Tensor:
     values = torch.as_tensor(values)
+    if values.ndim == 2 and values.shape[1] == 1:  # argmax over one column would make every prediction class 0
+        raise ValueError(f"{name}: expected a 1-D tensor of class indices or logits with one column per class, got "
+                         f"{values.dtype} of shape {tuple(values.shape)}: one column is not logits; if it holds "
+                         "class indices, pass it as a 1-D tensor (values.squeeze(1))")
     if values.ndim == 2 and values.is_floating_point():
         values = values.argmax(1)  # logits or probabilities: their predicted class
     if values.ndim != 1 or values.is_floating_point() or values.dtype == torch.bool:
@@ -46,6 +51,10 @@ def flip_table(old_pred, new_pred, targets, classes=None) -> list[dict]:
     ``classes`` names the classes (a sequence of strings, e.g. ``kd.FASHION_CLASSES``); by default their indices.
     A final row ``"all"`` sums every class. The NFR of a class is its negative flips over its samples.
     """
+    if classes is not None and (isinstance(classes, (str, bytes)) or not hasattr(classes, "__len__")
+                                or not hasattr(classes, "__getitem__")):
+        raise TypeError(f"classes: expected a sequence of class names such as kd.FASHION_CLASSES (or None for the "
+                        f"indices), got {type(classes).__name__} {classes!r:.60}")
     y = _predictions("targets", targets)
     old, new = _predictions("old_pred", old_pred, len(y)), _predictions("new_pred", new_pred, len(y))
     n_classes = len(classes) if classes is not None else int(y.max()) + 1 if len(y) else 0

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from kdtutor import checks
 from kdtutor.checkpoint import CheckpointError, read_verified, write_verified
 from kdtutor.data import CACHE_DIR, OnDevice, nonempty
 from kdtutor.losses.logits import kl_rows
@@ -70,6 +72,7 @@ def compute_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devi
     :func:`~kdtutor.evaluation.cached_logits` to keep them on disk across notebooks. Shows a progress bar on large
     data (20,000 samples or more) unless ``verbose=False``.
     """
+    checks.nn_module(model, "model")
     nonempty("data", data)
     data = OnDevice(data, _device_of(model, device))
     return torch.cat([logits.float().cpu() for logits, _ in _outputs(model, data, batch_size, verbose)])
@@ -85,6 +88,7 @@ def compute_features(model: nn.Module, data: Dataset, layers, batch_size: int = 
     are held in memory: the book's teacher's two convolution blocks, ``features.3`` (32 x 14 x 14) and
     ``features.7`` (64 x 7 x 7), take about 37 KB per image.
     """
+    checks.nn_module(model, "model")
     nonempty("data", data)
     layers = list(layers)
     if not layers or not all(isinstance(name, str) for name in layers):
@@ -125,6 +129,7 @@ def fidelity(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> dict
 
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 1024, device=None) -> float:
     """Top-1 accuracy of ``model`` on ``data``, a fraction in [0, 1]. The model's train/eval mode is restored."""
+    checks.nn_module(model, "model")
     nonempty("data", data)
     data = OnDevice(data, _device_of(model, device))
     correct, total = 0, 0
@@ -156,8 +161,11 @@ def cached_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devic
     """:func:`compute_logits`, stored on disk and reused when the same model sees the same inputs again.
 
     The key is a SHA-256 of the model (class and ``state_dict``), one of the inputs (shape, dtype, bytes) and the
-    device type; see the module docstring. Data that is not held in memory as tensors is computed, not cached.
+    device type; see the module docstring. Data that is not held in memory as tensors is computed, not cached. A
+    cached file is used only if it is intact, carries the same key and holds finite float32 logits with one row per
+    sample; anything else (a corrupt file, another pickle, wrong shapes, NaN) is recomputed and overwritten.
     """
+    checks.nn_module(model, "model")
     nonempty("data", data)
     dev = _device_of(model, device)
     inputs = OnDevice(data, "cpu").tensors
@@ -171,10 +179,12 @@ def cached_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devic
     if path.is_file():
         try:
             payload = read_verified(path)
-            if payload.get("key") == key and payload["logits"].shape[0] == len(data):
-                return payload["logits"]
-        except (CheckpointError, OSError, RuntimeError, KeyError, AttributeError):
-            pass  # corrupt or foreign: recompute and overwrite
+        except (CheckpointError, OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
+            payload = None  # corrupt or foreign (torch.load refuses other pickles): recompute and overwrite
+        logits = payload.get("logits") if isinstance(payload, dict) and payload.get("key") == key else None
+        if (isinstance(logits, torch.Tensor) and logits.dtype == torch.float32 and logits.ndim == 2
+                and logits.shape[0] == len(data) and bool(torch.isfinite(logits).all())):
+            return logits
     logits = compute_logits(model, data, batch_size, dev, verbose)
     try:
         write_verified(path, {"key": key, "logits": logits})

@@ -76,6 +76,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     gradient (compute them under ``torch.no_grad()``). Hinton, Vinyals & Dean (2015), eq. (2) and §2.
     """
     t = checks.temperature(temperature)
+    checks.tensor(student_logits, "student_logits"), checks.tensor(teacher_logits, "teacher_logits")
     checks.logits_pair(student_logits, teacher_logits)
     return kd_loss_unchecked(student_logits, teacher_logits, t)
 
@@ -96,9 +97,15 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     targets "remain roughly unchanged" when the temperature changes. Roughly, not exactly: ``alpha`` does not weigh
     the two terms the same at every temperature (the book measures the ratio of their gradients still moving a
     few-fold between :math:`T = 1` and :math:`T = 50`), so choose ``alpha`` and ``T`` together, on validation.
+
+    ``alpha`` weighs the *soft* term, as in Hinton et al.'s description. torchdistill's ``KDLoss`` weighs the *hard*
+    term with its ``alpha`` (and the soft term, also times :math:`T^2`, with ``1 - alpha``): its ``alpha=0.1`` is
+    ``alpha=0.9`` here.
     """
     t = checks.temperature(temperature)
     a = checks.alpha(alpha)
+    checks.tensor(student_logits, "student_logits"), checks.tensor(teacher_logits, "teacher_logits")
+    checks.tensor(targets, "targets")
     checks.logits_pair(student_logits, teacher_logits)
     checks.targets(targets, student_logits)
     return distillation_loss_unchecked(student_logits, teacher_logits, targets, t, a)

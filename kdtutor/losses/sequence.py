@@ -2,7 +2,11 @@ r"""Losses for distilling a language model: token-level divergences between a te
 distributions, averaged over the real (unpadded) tokens of a batch of sequences.
 
 Student logits :math:`z` and teacher logits :math:`v` have shape ``(batch, length, vocab)`` (or ``(N, vocab)``, one
-row per token); ``mask`` (bool, ``(batch, length)``) marks the real tokens ``True`` and the padding ``False``. At
+row per token); position :math:`t` holds the two models' distributions over the token that follows it. ``mask``
+(bool, of the logits' shape without ``vocab``) says which positions are **scored**: ``True`` for a position whose next
+token is a real token to learn (in a prompt-and-completion batch, the completion), ``False`` for padding and for the
+prompt, which the student is given rather than asked to produce (:class:`kdtutor.lm.TokenKD` with ``prompt`` masks it).
+``mask=None`` (the default) scores every position. At
 temperature :math:`T`, :math:`q_t = \mathrm{softmax}(z_t/T)` is the student's and :math:`p_t = \mathrm{softmax}(v_t/T)`
 the teacher's distribution at token :math:`t`. Each loss is a per-token divergence :math:`D`, summed over the
 vocabulary, times :math:`T^2` (as in :func:`~kdtutor.losses.kd_loss`, Hinton et al. 2015), averaged over the set
@@ -17,8 +21,13 @@ vocabulary, times :math:`T^2` (as in :func:`~kdtutor.losses.kd_loss`, Hinton et 
 * :func:`~kdtutor.losses.generalized_jsd` — GKD's generalized Jensen–Shannon divergence (Agarwal et al. 2024)
   with :math:`\beta \in [0, 1]`, which moves between the two.
 
+**Conventions.** The :math:`T^2` factor is kdtutor's (as in Hinton et al.'s KD): TRL's GKD loss
+(``GKDTrainer.generalized_jsd_loss``) divides the logits by :math:`T` but has no :math:`T^2`, so at :math:`T \ne 1`
+these losses are :math:`T^2` times TRL's. The rest agrees with TRL: ``beta = 0`` is the forward and ``beta = 1`` the
+reverse KL, the mixture is :math:`\beta p + (1 - \beta) q`, and the mean runs over the scored tokens.
+
 Dividing by :math:`|\mathcal{K}|` (not by ``batch * length``) keeps the loss of a sequence independent of how much
-padding its batch carries; padding positions get exactly zero gradient, whatever their logits hold.
+padding (or prompt) its batch carries; masked positions get exactly zero gradient, whatever their logits hold.
 """
 
 from __future__ import annotations
@@ -48,7 +57,8 @@ def _token_log_probs(student_logits, teacher_logits, mask, t: float) -> tuple[to
         raise ValueError(f"teacher_logits: shape {v} does not match student_logits {s}; both need one row per token")
     if mask is not None:
         if not torch.is_tensor(mask) or mask.dtype != torch.bool or tuple(mask.shape) != s[:-1]:
-            raise ValueError(f"mask: expected a bool tensor of shape {s[:-1]} (True = a real token, False = padding), "
+            raise ValueError(f"mask: expected a bool tensor of shape {s[:-1]} (True = a scored position, False = "
+                             "padding or prompt), "
                              f"got {getattr(mask, 'dtype', type(mask).__name__)} of shape "
                              f"{tuple(getattr(mask, 'shape', ()))}")
         if not bool(mask.any()):

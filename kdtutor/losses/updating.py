@@ -12,7 +12,11 @@ r"""Losses for updating a deployed model: keep what the old model knew while the
      \mathrm{KL}\big(\mathrm{softmax}(v / T) \,\|\, \mathrm{softmax}(z_{\mathrm{old}} / T)\big),
 
   with :math:`z_{\mathrm{old}}` the new model's logits at ``old_classes``. Li & Hoiem use :math:`T = 2` and
-  :math:`\lambda_o = 1` (``lwf_weight``).
+  :math:`\lambda_o = 1`, on a cross-entropy with the old model's softened outputs and **without** the :math:`T^2`
+  factor kept here (as in :func:`~kdtutor.losses.kd_loss`). The cross-entropy differs from the KL by the old model's
+  entropy, a constant, so the gradients agree when ``lwf_weight`` :math:`= \lambda_o / T^2`: the paper's setting is
+  ``lwf_weight=0.25`` at ``temperature=2``; the default ``lwf_weight=1`` weighs the old classes :math:`T^2 = 4` times
+  more than the paper does.
 
 * :func:`~kdtutor.losses.focal_distillation_loss` — *focal distillation* (Yan et al. 2021, "Positive-congruent
   training"): distil from the old model, but weigh each sample more where the old model was **right**, so that the
@@ -26,10 +30,11 @@ r"""Losses for updating a deployed model: keep what the old model knew while the
 
   ``base_weight`` :math:`\beta_0` and ``focal_weight`` :math:`\beta_1` (named so as not to collide with ``alpha``
   of :func:`~kdtutor.losses.distillation_loss`). ``focal_weight = 0`` is plain distillation from the old model
-  added to the cross-entropy.
+  added to the cross-entropy. The KL term carries :math:`T^2`, as in :func:`~kdtutor.losses.kd_loss`.
 
 Both are pure functions of tensors; the ``*_unchecked`` versions skip the argument checks (the training loop checks
-once, on its first batch).
+once, on its first batch). Float64 logits stay float64 (``torch.autograd.gradcheck`` works); half precision is
+computed in float32.
 """
 
 from __future__ import annotations
@@ -48,8 +53,9 @@ __all__ = [
 
 def per_sample_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
     r""":math:`T^2\,\mathrm{KL}(\mathrm{softmax}(v/T) \| \mathrm{softmax}(z/T))` for each row (a vector, no mean)."""
-    log_q = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_p = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    z = checks.full_precision(student_logits)  # half precision upcast to float32; float64 stays float64
+    log_q = F.log_softmax(z / t, dim=-1)
+    log_p = F.log_softmax(teacher_logits.to(z.dtype) / t, dim=-1)
     return kl_rows(log_p, log_q) * t * t
 
 
@@ -58,7 +64,7 @@ def focal_distillation_loss_unchecked(student_logits, old_logits, targets, t: fl
     """:func:`focal_distillation_loss` without the argument checks."""
     old_right = (old_logits.argmax(-1) == targets).float()
     weights = base_weight + focal_weight * old_right
-    hard = F.cross_entropy(student_logits.float(), targets.long())
+    hard = F.cross_entropy(checks.full_precision(student_logits), targets.long())
     return hard + (weights * per_sample_kl(student_logits, old_logits, t)).mean()
 
 
@@ -71,6 +77,8 @@ def focal_distillation_loss(student_logits: torch.Tensor, old_logits: torch.Tens
     classes as the new model's). Weights must be non-negative.
     """
     t = checks.temperature(temperature)
+    checks.tensor(student_logits, "student_logits"), checks.tensor(old_logits, "old_logits")
+    checks.tensor(targets, "targets")
     checks.logits_pair(student_logits, old_logits)
     checks.targets(targets, student_logits)
     base, focal = checks.non_negative(base_weight, "base_weight"), checks.non_negative(focal_weight, "focal_weight")
@@ -80,7 +88,7 @@ def focal_distillation_loss(student_logits: torch.Tensor, old_logits: torch.Tens
 def lwf_loss_unchecked(student_logits, old_logits, targets, old_classes: torch.Tensor, t: float,
                        lwf_weight: float) -> torch.Tensor:
     """:func:`lwf_loss` without the argument checks (``old_classes`` already an index tensor on the device)."""
-    hard = F.cross_entropy(student_logits.float(), targets.long())
+    hard = F.cross_entropy(checks.full_precision(student_logits), targets.long())
     kept = student_logits.index_select(-1, old_classes)
     return hard + lwf_weight * per_sample_kl(kept, old_logits, t).mean()
 
@@ -95,6 +103,8 @@ def lwf_loss(student_logits: torch.Tensor, old_logits: torch.Tensor, targets: to
     """
     t = checks.temperature(temperature)
     weight = checks.non_negative(lwf_weight, "lwf_weight")
+    checks.tensor(student_logits, "student_logits"), checks.tensor(old_logits, "old_logits")
+    checks.tensor(targets, "targets")
     checks.targets(targets, student_logits)
     index = old_class_index(old_classes, student_logits, old_logits)
     return lwf_loss_unchecked(student_logits, old_logits, targets, index.to(student_logits.device), t, weight)

@@ -1,7 +1,9 @@
 """The models that ship with kdtutor: weights in ``weights/``, each beside a JSON record, verified by SHA-256.
 
 A record says how the model was trained (the recipe), the SHA-256 and size of its weights file, and what it reached
-(validation and test accuracy). The command in the record rebuilds an entry from scratch; on the same CPU, torch
+(validation and test accuracy). Each weights file is a checkpoint of :mod:`kdtutor.checkpoint` (format 2): plain
+``torch.load(path, weights_only=True)`` opens it, a dict holding the ``state_dict``, the architecture's name and
+``config``, and the metadata. The command in the record rebuilds an entry from scratch; on the same CPU, torch
 version and thread count the weights come out bit-identical. Today's entries:
 
 * ``teacher_fmnist`` — the book's Fashion-MNIST teacher (:func:`~kdtutor.models.teacher_cnn`), built by

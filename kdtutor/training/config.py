@@ -59,8 +59,9 @@ class TrainConfig:
             raise checks.bad("augment", "a callable on a batch tensor, or None", self.augment)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise checks.bad("seed", "an integer", self.seed)
-        if not isinstance(self.channels_last, bool):
-            raise checks.bad("channels_last", "True or False", self.channels_last)
+        for name in ("amp", "channels_last"):  # the flags: a string such as "false" would be truthy
+            if not isinstance(getattr(self, name), bool):
+                raise checks.bad(name, "True or False", getattr(self, name))
         if self.amp_dtype not in (None, torch.bfloat16, torch.float16):
             raise checks.bad("amp_dtype", "None, torch.bfloat16 or torch.float16", self.amp_dtype)
 

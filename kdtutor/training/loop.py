@@ -21,7 +21,9 @@ What the loop does for you:
   your own ``history=History()`` to keep it even if something else goes wrong. A non-finite loss (checked every
   ``check_every`` steps, so the GPU is not synchronised on every step) or non-finite weights (checked after every
   epoch) raise ``FloatingPointError`` naming the epoch and step, with the model restored to its finite weights from
-  the start of that epoch, in eval mode, and the history attached as ``err.history``.
+  the start of that epoch, in eval mode, and the history attached as ``err.history``. Before advising a lower
+  learning rate it looks for another cause: a training sample whose inputs hold NaN or infinity (named by its index
+  in the training set), an online teacher whose logits do, or cached teacher features that do.
 * **Checked up front**: the arguments, every training and validation label (against the model's number of
   outputs, on the first batch), cached teacher logits (shape, finiteness) — before any training step, so a
   mistake costs seconds, not an epoch.
@@ -40,6 +42,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from kdtutor import checks
 from kdtutor.data import OnDevice, nonempty
 from kdtutor.evaluation import evaluate
 from kdtutor.models import record_activations
@@ -73,11 +76,20 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     a progress bar inside epochs that last longer than two seconds, unless ``verbose=False``. The model is left on
     the training device, in eval mode. Returns the :class:`History`; see the module docstring for interrupts,
     non-finite losses and continuing a run.
+
+    An online ``teacher`` is used in place, not copied (a large teacher costs no second copy): ``fit`` moves it to
+    the training device, puts it in eval mode and, with ``channels_last``, converts it to that memory layout; it
+    stays so afterwards (its weights are never changed). A teacher stored in another dtype (float64, bfloat16) reads
+    the images in its dtype and its logits are cast back to theirs. The training accuracy counts the labelled rows
+    only (a ``labelled`` mask leaves the others out; NaN for an epoch without one).
     """
     cfg = _settings(config, settings)
     objective = _objective(loss, teacher, teacher_logits, temperature, alpha)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    checks.nn_module(model, "model")
+    _check_parameters(model)
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"history: expected a kdtutor History (e.g. the one an earlier fit returned) or None, got "
+                        f"{type(history).__name__}")
     device = torch.device(device) if device is not None else default_device()
     procs = distributed.group(device)  # one process, or this one's place among torchrun's (module docstring)
     device, verbose = procs.device, verbose and procs.rank == 0
@@ -109,6 +121,7 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     first = history.epoch[-1] + 1 if history.epoch else 1
     last, epoch, step, batch, checked = first + cfg.epochs - 1, first, 0, None, False
     hooks = record_activations(model, objective.features) if objective.features else nullcontext({})
+    labelled = objective.labelled  # the rows the training accuracy counts (None: all of them)
     good = _Snapshot(model, objective)  # the weights at the start of the epoch, restored if training diverges
     try:
         with hooks as features, procs.catch_interrupts():
@@ -136,7 +149,7 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
                     scaler.step(opt)
                     scaler.update()
                     sched.step()
-                    stats.add(value, out, batch.y, step)
+                    stats.add(value, out, batch.y, step, None if labelled is None else labelled[batch.idx])
                 stats.close(step, last=True)
                 _check_weights(params, epoch)
                 procs.broadcast(model, parameters=False)  # rank 0's BatchNorm statistics (the weights agree)
@@ -153,9 +166,9 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
                   f"history holds the {len(history)} completed epoch(s).", flush=True)
     except FloatingPointError as err:
         good.restore()
-        hint = objective.diagnose(batch) if batch is not None else None
-        stopped = FloatingPointError(f"{err}. The model is back at its weights from the start of epoch {epoch}"
-                                     + (f". {hint}" if hint else ""))
+        cause = _bad_input(data) or (objective.diagnose(batch) if batch is not None else None)
+        stopped = FloatingPointError(f"{err}; {cause or 'lower the learning rate, or check the inputs'}. The model "
+                                     f"is back at its weights from the start of epoch {epoch}")
         stopped.history = history
         raise stopped from None
     finally:
@@ -167,6 +180,9 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
 
 
 def _settings(config: TrainConfig | None, settings: dict) -> TrainConfig:
+    if config is TrainConfig:
+        raise TypeError("config: expected a TrainConfig instance, got the class TrainConfig itself; create one "
+                        "first, e.g. TrainConfig(epochs=5)")
     if config is not None and not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
     unknown = set(settings) - set(TrainConfig.field_names())
@@ -178,6 +194,9 @@ def _settings(config: TrainConfig | None, settings: dict) -> TrainConfig:
 
 def _objective(loss, teacher, teacher_logits, temperature, alpha) -> Objective:
     if loss is not None:
+        if isinstance(loss, type):
+            raise TypeError(f"loss: expected an Objective instance such as kd.CrossEntropy() or kd.Distillation(...), "
+                            f"got the class {loss.__name__} itself; create it first, e.g. {loss.__name__}(...)")
         if not isinstance(loss, Objective):
             raise TypeError(f"loss: expected an Objective such as kd.CrossEntropy() or kd.Distillation(...), got "
                             f"{type(loss).__name__}")
@@ -195,6 +214,19 @@ def _objective(loss, teacher, teacher_logits, temperature, alpha) -> Objective:
         raise ValueError("teacher_logits: pass either a teacher or its cached logits, not both")
     return Distillation(teacher, teacher_logits, 4.0 if temperature is None else temperature,
                         0.9 if alpha is None else alpha)
+
+
+def _check_parameters(model: nn.Module) -> None:
+    """Refuse a model whose parameters are not plain floating-point tensors (e.g. torchao's int8 weights): the
+    optimizer would train only the rest (the biases), silently."""
+    odd = [(name, p) for name, p in model.named_parameters() if not p.is_floating_point() or
+           (type(p) not in (nn.Parameter, torch.Tensor) and not isinstance(p, nn.parameter.UninitializedParameter))]
+    if odd:
+        name, p = odd[0]
+        raise ValueError(f"model: expected floating-point nn.Parameter weights, got {len(odd)} parameter(s) of another "
+                         f"kind, e.g. {name!r} ({type(p).__name__}, {p.dtype}): a quantized model (such as "
+                         "kdtutor.compression.int8_linear's) cannot be trained; train the float model first, then "
+                         "quantize it")
 
 
 def _label_ranges(data: OnDevice, val_data: OnDevice | None, labelled) -> dict[str, tuple[int, int]]:
@@ -268,12 +300,19 @@ class _EpochStats:
         self.procs, self.epoch, self.check_every, self.window = procs, epoch, check_every, []
         self.loss_sum = torch.zeros((), device=procs.device)
         self.correct = torch.zeros((), device=procs.device, dtype=torch.int64)
-        self.seen, self.steps = 0, 0
+        self.seen, self.steps = 0, 0  # seen: an int, or a device tensor when only some rows are labelled
 
-    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, step: int) -> None:
+    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, step: int,
+            rows: torch.Tensor | None = None) -> None:
+        """Record a step; ``rows`` (bool, one per sample) marks the labelled samples, the only ones counted."""
         self.window.append(loss.detach())
-        self.correct += (out.detach().argmax(-1) == y).sum()
-        self.seen += y.numel()
+        right = out.detach().argmax(-1) == y
+        if rows is None:
+            self.correct += right.sum()
+            self.seen += y.numel()
+        else:  # summed on the device: no host sync
+            self.correct += (right & rows).sum()
+            self.seen = self.seen + rows.sum()
         if len(self.window) == self.check_every:
             self.close(step)
 
@@ -290,10 +329,10 @@ class _EpochStats:
             bad_step = step - len(self.window) + 1 + first
             where = f" on rank {self.procs.rank}" if self.procs.distributed else ""
             raise FloatingPointError(f"loss became {losses[first].item()}{where} at epoch {self.epoch}, step "
-                                     f"{bad_step}; lower the learning rate or check the inputs (training stopped)")
+                                     f"{bad_step} (training stopped)")
         if anywhere:
-            raise FloatingPointError(f"loss became non-finite on another rank by epoch {self.epoch}, step {step}; "
-                                     "lower the learning rate or check the inputs (training stopped on every rank)")
+            raise FloatingPointError(f"loss became non-finite on another rank by epoch {self.epoch}, step {step} "
+                                     "(training stopped on every rank)")
         if stop:
             raise KeyboardInterrupt
         self.loss_sum += losses.sum()
@@ -301,7 +340,7 @@ class _EpochStats:
         self.window = []
         if last and self.procs.distributed:
             total = self.procs.sum(torch.stack([self.loss_sum.double(), self.correct.double(),
-                                                torch.tensor(float(self.seen), device=self.procs.device),
+                                                torch.as_tensor(self.seen, device=self.procs.device).double(),
                                                 torch.tensor(float(self.steps), device=self.procs.device)]))
             self.loss_sum, self.correct = total[0], total[1]
             self.seen, self.steps = int(total[2]), int(total[3])
@@ -335,10 +374,21 @@ def _validate(model: nn.Module, val_data: OnDevice, procs: distributed.Group) ->
     return correct / total
 
 
+def _bad_input(data: OnDevice) -> str | None:
+    """After a non-finite loss: the first training sample whose inputs hold NaN or infinity (one pass, in order)."""
+    for batch in data.batches(1024):
+        if batch.x.is_floating_point():
+            bad = ~torch.isfinite(batch.x.reshape(len(batch.x), -1)).all(1)
+            if bool(bad.any()):
+                return (f"train: sample {int(batch.idx[bad.nonzero()[0, 0]])} (its index in the training set) holds "
+                        "NaN or infinite values: the inputs are the cause, not the learning rate")
+    return None
+
+
 def _check_weights(params: list[torch.Tensor], epoch: int) -> None:
     """Weights can turn NaN or infinite while every loss so far was finite (e.g. a huge learning rate)."""
     if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-        raise FloatingPointError(f"weights became NaN or infinite in epoch {epoch}; lower the learning rate")
+        raise FloatingPointError(f"weights became NaN or infinite in epoch {epoch}")
 
 
 @dataclass
@@ -347,7 +397,7 @@ class History:
 
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)  # of the labelled rows (NaN if an epoch had none)
     val_acc: list[float] = field(default_factory=list)  # NaN when fit had no val set
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
@@ -361,7 +411,8 @@ class History:
     def add(self, epoch: int, stats: _EpochStats, val_acc: float, lr: float, seconds: float) -> None:
         self.epoch.append(epoch)
         self.train_loss.append(stats.loss_sum.item() / max(stats.steps, 1))
-        self.train_acc.append(stats.correct.item() / max(stats.seen, 1))
+        seen = int(stats.seen)
+        self.train_acc.append(stats.correct.item() / seen if seen else float("nan"))
         self.val_acc.append(val_acc)
         self.lr.append(lr)
         self.seconds.append(seconds)

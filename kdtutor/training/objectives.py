@@ -93,6 +93,8 @@ class TeacherObjective(Objective):
         super().__init__()
         if (teacher is None) == (teacher_logits is None):
             raise ValueError("teacher_logits: pass either a teacher or its cached logits, exactly one of them")
+        if isinstance(teacher, type):
+            checks.nn_module(teacher, "teacher")  # a class where the model is expected: says so
         if teacher is not None and not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher: expected an nn.Module (the teacher model), got {type(teacher).__name__}; "
                             "cached outputs go to teacher_logits=")
@@ -105,6 +107,7 @@ class TeacherObjective(Objective):
     def setup(self, train: OnDevice, augment) -> None:
         if self.teacher is not None:
             self.teacher.to(train.device).eval()
+            self.teacher_dtype = next((p.dtype for p in self.teacher.parameters() if p.is_floating_point()), None)
             return
         if augment is not None:
             raise ValueError("augment: cannot be combined with teacher_logits — a cached logit belongs to the "
@@ -122,16 +125,23 @@ class TeacherObjective(Objective):
         checks.logits_pair(out, self.teacher_logits(batch))
 
     def teacher_logits(self, batch: Batch) -> torch.Tensor:
+        """The teacher's logits for ``batch``. A teacher stored in another floating-point dtype than the images
+        (float64, bfloat16 beside a float32 student) reads them in its own dtype; its logits come back in theirs."""
         if self.teacher is None:
             return self.logits[batch.idx]
+        dtype = getattr(self, "teacher_dtype", None)
         with torch.no_grad():
-            return self.teacher(batch.x)
+            if dtype is None or not batch.x.is_floating_point() or batch.x.dtype == dtype:
+                return self.teacher(batch.x)
+            return self.teacher(batch.x.to(dtype)).to(batch.x.dtype)
 
     def diagnose(self, batch: Batch) -> str | None:
         logits = self.teacher_logits(batch)
-        if not bool(torch.isfinite(logits).all()):
-            return ("The teacher's logits on the last batch are NaN or infinite: the teacher or its inputs are the "
-                    "cause, not the learning rate")
+        bad = ~torch.isfinite(logits.reshape(len(logits), -1)).all(1)
+        if bool(bad.any()):
+            return (f"the teacher's logits on the last batch are NaN or infinite (first for sample "
+                    f"{int(batch.idx[bad.nonzero()[0, 0]])}, its index in the training set): the teacher or its "
+                    "inputs are the cause, not the learning rate")
         return None
 
     def source(self) -> str:
@@ -254,7 +264,7 @@ class LearningWithoutForgetting(TeacherObjective):
         super().__init__(teacher, teacher_logits)
         self.temperature = checks.temperature(temperature)
         self.lwf_weight = checks.non_negative(lwf_weight, "lwf_weight")
-        self.register_buffer("old_classes", torch.as_tensor(old_classes), persistent=False)
+        self.register_buffer("old_classes", _as_class_index(old_classes), persistent=False)
 
     def check(self, out: torch.Tensor, batch: Batch) -> None:
         checks.targets(batch.y, out)
@@ -284,6 +294,12 @@ class DecoupledKD(TeacherObjective):
         self.temperature = checks.temperature(temperature)
         self.tckd_weight = checks.non_negative(tckd_weight, "tckd_weight")
         self.nckd_weight = checks.non_negative(nckd_weight, "nckd_weight")
+
+    def check(self, out: torch.Tensor, batch: Batch) -> None:
+        if out.ndim == 2 and out.shape[1] < 2:  # one class has no non-target classes: NCKD would be 0/0
+            raise ValueError(f"model: DecoupledKD splits the classes into the target and the others, so it needs at "
+                             f"least 2 outputs, got a model with {out.shape[1]}")
+        super().check(out, batch)
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return dkd_loss_unchecked(out, self.teacher_logits(batch), batch.y, self.temperature, self.tckd_weight,
@@ -334,6 +350,19 @@ class FeatureObjective(Objective):
     def teacher_features(self, batch: Batch, layer: str) -> torch.Tensor:
         """The cached teacher features of ``layer`` for the samples of ``batch``."""
         return self.cache[layer][batch.idx]
+
+    def diagnose(self, batch: Batch) -> str | None:
+        """The first cached feature row that holds NaN or infinity, if any (one pass over the cache, on failure)."""
+        for layer, rows in self.cache.items():
+            start = 0
+            for chunk in rows.split(4096):  # a bounded temporary, however large the cache
+                bad = ~torch.isfinite(chunk.reshape(len(chunk), -1)).all(1)
+                if bool(bad.any()):
+                    return (f"teacher_features: {layer!r} holds NaN or infinite values for sample "
+                            f"{start + int(bad.nonzero()[0, 0])} (its index in the training set): the cached features "
+                            "are the cause, not the learning rate; recompute them")
+                start += len(chunk)
+        return None
 
     def extra_repr(self) -> str:
         return f"pairs={self.pairs}, weight={self.weight}"
@@ -400,6 +429,10 @@ class Sum(Objective):
 
     def __init__(self, *terms: Objective):
         super().__init__()
+        classes = [t.__name__ for t in terms if isinstance(t, type)]
+        if classes:
+            raise TypeError(f"terms: expected Objective instances, got the class(es) {classes} themselves; create "
+                            f"each first, e.g. {classes[0]}(...)")
         if not terms or not all(isinstance(t, Objective) for t in terms):
             raise ValueError(f"terms: expected one or more Objective instances, got "
                              f"{[type(t).__name__ for t in terms]}")
@@ -442,6 +475,18 @@ def _as_features(rows, name: str) -> torch.Tensor:
                          f"sample, got {getattr(rows, 'dtype', type(rows).__name__)} of shape "
                          f"{tuple(getattr(rows, 'shape', ()))}")
     return rows.detach().float()
+
+
+def _as_class_index(old_classes) -> torch.Tensor:
+    """LwF's ``old_classes`` as a tensor (a string such as ``"012"`` is refused: it is not a list of classes)."""
+    try:
+        index = None if isinstance(old_classes, (str, bytes)) else torch.as_tensor(old_classes)
+    except (TypeError, ValueError, RuntimeError):
+        index = None
+    if index is None:  # the values themselves are checked against the logits on the first batch
+        raise TypeError(f"old_classes: expected a sequence of integer class indices such as [0, 1, 2] (the student's "
+                        f"class of each old output), got {old_classes!r}")
+    return index
 
 
 def _as_mask(mask) -> torch.Tensor:
