@@ -46,7 +46,8 @@ def book_mode() -> bool:
     return os.environ.get("KDTUTOR_BOOK") == "1"
 
 
-# The numerics the book's stored outputs are made and checked with (scripts/execute.sh, nbval: book/conftest.py).
+#: The numerics the book's stored outputs are made and checked with (``scripts/execute.sh``, and nbval through
+#: ``book/conftest.py``): variable -> value, set by :func:`pin_numerics`.
 BOOK_NUMERICS = {
     "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's own CPU kernels at AVX2: every x86 CPU of the last decade has it
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's convolutions and matmuls capped the same way (AVX-512 rounds otherwise)
