@@ -81,6 +81,12 @@ def claims(nb) -> tuple[dict[int, str | None], dict[str, str]]:
     return checks, glued
 
 
+def verdict_of(text: str | None) -> str | None:
+    """A glued sentence without its numbers: "+0.03 (95% CI +0.02 to +0.04) -> clear gain" keeps its words only, so
+    that a number moving inside it is not counted as a flipped verdict (the numbers are compared on their own)."""
+    return None if text is None else re.sub(r"[-+\u2212]?\d[\d.,]*(?:e[-+]?\d+)?", "#", text)
+
+
 def number(text: str) -> float | None:
     try:
         return float(text.replace("np.float64(", "").rstrip(")"))
@@ -98,6 +104,22 @@ def variant_env(name: str) -> dict[str, str]:
         env.update(VARIANTS[name])
         pin_numerics(env)
     return env
+
+
+def spread_of(name: str, glued: dict[str, str]) -> float | None:
+    """The seed-to-seed spread of a glued mean or gain, where the chapter glues it too: its standard deviation
+    (``x_std`` beside ``x_acc``/``x_mean``), or the half-width of its 95% interval (``x_low``/``x_high``, also as
+    ``x_ci_low``/``x_ci_high``, beside ``x`` or ``x_gain``). A shift of 1 such unit can flip a verdict."""
+    base = name.removesuffix("_gain").removesuffix("_mean").removesuffix("_acc")
+    std = number(glued.get(f"{base}_std", "") or "")
+    if std:
+        return abs(std)
+    for low, high in ((f"{name}_low", f"{name}_high"), (f"{base}_low", f"{base}_high"),
+                      (f"{base}_ci_low", f"{base}_ci_high")):
+        lo, hi = number(glued.get(low, "") or ""), number(glued.get(high, "") or "")
+        if lo is not None and hi is not None and hi > lo and name not in (low, high):
+            return (hi - lo) / 2
+    return None
 
 
 def run_variant(path: Path, env: dict[str, str], timeout: int) -> tuple[object, float]:
@@ -126,23 +148,23 @@ def compare(path: Path, variants: list[str], timeout: int) -> dict:
         nb, seconds = run_variant(path, variant_env(name), timeout)
         checks, glued = claims(nb)
         failed = {str(i): err for i, err in checks.items() if err}
-        flipped = {k: [stored_glue[k], glued.get(k)] for k in sorted(verdicts) if glued.get(k) != stored_glue[k]}
+        flipped = {k: [stored_glue[k], glued.get(k)] for k in sorted(verdicts)
+                   if verdict_of(glued.get(k)) != verdict_of(stored_glue[k])}
         pairs = {k: (a, b) for k, v in stored_glue.items() if k not in verdicts and not TIMING.search(k)
                  if (a := number(v)) is not None and (b := number(glued.get(k, ""))) is not None
                  and math.isfinite(a) and math.isfinite(b)}
         moved = {k: abs(b - a) / max(abs(a), 1e-12) for k, (a, b) in pairs.items()}
-        # a mean's shift in units of its seed-to-seed spread, where the chapter glues both (name and name_std)
-        spread = {k: abs(b - a) / s for k, (a, b) in pairs.items()
-                  if (s := number(stored_glue.get(f"{k.removesuffix('_acc')}_std", "") or "")) and s > 0}
+        spread = {k: abs(b - a) / s for k, (a, b) in pairs.items() if (s := spread_of(k, stored_glue))}
         report["variants"][name] = {"seconds": round(seconds, 1), "failed_checks": failed, "flipped": flipped,
                                     "max_relative_change": max(moved.values(), default=0.0),
                                     "most_moved": sorted(moved, key=moved.get, reverse=True)[:5],
                                     "unchanged_numbers": sum(m == 0 for m in moved.values()),
-                                    "max_shift_in_spreads": max(spread.values(), default=0.0)}
+                                    "max_shift_in_spreads": max(spread.values(), default=None)}
         print(f"{path.name} [{name}] {seconds:.0f} s: {len(failed)}/{len(checks)} hidden checks failed, "
               f"{len(flipped)}/{len(verdicts)} glued verdicts flipped; results (timings aside) moved up to "
               f"{100 * max(moved.values(), default=0.0):.2g}% ({sum(m == 0 for m in moved.values())}/{len(moved)} "
-              f"unchanged), means by up to {max(spread.values(), default=0.0):.2f} of their seed spread")
+              + (f"unchanged), means by up to {max(spread.values()):.2f} of their seed spread" if spread
+                 else "unchanged)"))
     return report
 
 
