@@ -140,12 +140,8 @@ def read_verified(path: str | os.PathLike, map_location="cpu") -> dict:
         head, sep, data = blob.partition(b"\n")
         if not sep or hashlib.sha256(data).hexdigest() != head[len(LEGACY_MAGIC):].decode(errors="replace"):
             raise CheckpointError(f"{path}: checksum mismatch; the file is truncated or corrupt")
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    try:
-        payload = torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
-    except Exception as err:  # not a zip file, a damaged archive, a pickle weights_only refuses
-        raise CheckpointError(f"{path}: not a readable kdtutor checkpoint ({type(err).__name__}); the file is "
-                              "truncated or corrupt, or not a checkpoint") from err
+        return _torch_load(path, data, map_location)
+    payload = _torch_load(path, blob, map_location)
     if isinstance(payload, dict) and str(payload.get("format")).startswith("kdtutor-checkpoint/") and \
             payload["format"] != FORMAT:
         raise CheckpointError(f"{path}: written in {payload['format']} by a newer kdtutor; this one reads "
@@ -159,6 +155,15 @@ def read_verified(path: str | os.PathLike, map_location="cpu") -> dict:
     if _digest(payload) != expected:
         raise CheckpointError(f"{path}: checksum mismatch; the file is truncated or corrupt")
     return payload
+
+
+def _torch_load(path: Path, data: bytes, map_location):
+    """``torch.load(..., weights_only=True)`` of ``data``; whatever it cannot read is a :class:`CheckpointError`."""
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as err:  # not a zip file, a damaged archive, a pickle weights_only refuses
+        raise CheckpointError(f"{path}: not a readable kdtutor checkpoint ({type(err).__name__}); the file is "
+                              "truncated or corrupt, or not a checkpoint") from err
 
 
 # --- models: save / load -------------------------------------------------------------------------------------------

@@ -314,7 +314,12 @@ def on_policy(model: nn.Module, ids: torch.Tensor, batch: int, prompt: int, leng
 
 def cross_entropy(logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
     """The data's loss: mean cross-entropy (nats) of ``logits`` ``(B, L, V)`` for the next ids ``batch[:, 1:]``."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+    return _next_id_loss(logits, batch[:, 1:])
+
+
+def _next_id_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` ``(..., V)`` (in float32) for the ids ``targets`` ``(...)``."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
 class TokenKD:
@@ -389,8 +394,7 @@ class TokenKD:
         loss = self.divergence(logits, teacher_logits, temperature=self.temperature)
         if self.alpha == 1.0:
             return loss
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
-        return self.alpha * loss + (1 - self.alpha) * ce
+        return self.alpha * loss + (1 - self.alpha) * _next_id_loss(logits, targets)
 
 
 @dataclass

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from pathlib import Path
 
 import torch
@@ -179,8 +178,8 @@ def cached_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devic
     if path.is_file():
         try:
             payload = read_verified(path)
-        except (CheckpointError, OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
-            payload = None  # corrupt or foreign (torch.load refuses other pickles): recompute and overwrite
+        except (CheckpointError, OSError):
+            payload = None  # corrupt or foreign (read_verified refuses other pickles): recompute and overwrite
         logits = payload.get("logits") if isinstance(payload, dict) and payload.get("key") == key else None
         if (isinstance(logits, torch.Tensor) and logits.dtype == torch.float32 and logits.ndim == 2
                 and logits.shape[0] == len(data) and bool(torch.isfinite(logits).all())):
