@@ -6,9 +6,10 @@ Its rooms, each a subpackage or module whose docstring says what lives there (im
 * :mod:`kdtutor.data` — datasets as in-memory tensors, splits, augmentation, batches that stay on the device;
 * :mod:`kdtutor.checkpoint` — atomic, checksummed checkpoints;
 * :mod:`kdtutor.models` — architectures, intermediate features, the shipped pretrained models (registry);
-* :mod:`kdtutor.losses` — pure loss functions of tensors;
+* :mod:`kdtutor.methods` — one module per method: its pure loss beside its training objective;
+* :mod:`kdtutor.losses` — the index of every method's pure loss (functions of tensors);
 * :mod:`kdtutor.evaluation` — predictions, cached teacher logits, calibration, cost;
-* :mod:`kdtutor.training` — ``fit``, its settings and its objectives;
+* :mod:`kdtutor.training` — ``fit``, its settings, and the objectives re-exported;
 * :mod:`kdtutor.compression` — pruning, ONNX export and ONNX Runtime, int8 quantization (``kd.compression``);
 * :mod:`kdtutor.experiments` — repeated runs over seeds and paired comparisons;
 * :mod:`kdtutor.pitfalls` (wrong on purpose) and :mod:`kdtutor.notebook` (helpers for the book's notebooks);
@@ -16,7 +17,6 @@ Its rooms, each a subpackage or module whose docstring says what lives there (im
 * :mod:`kdtutor.progress` (progress bars, off in the book) and :mod:`kdtutor.selfcheck` (``kd.check()``,
   ``python -m kdtutor check``).
 
-``kdtutor.train``, ``kdtutor.measure`` and ``kdtutor.metrics`` are the old module names, kept as thin re-exports.
 The most used names are re-exported here::
 
     import kdtutor as kd

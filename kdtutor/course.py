@@ -39,9 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdtutor.evaluation.flips import negative_flip_rate
-from kdtutor.losses.features import attention_map
-from kdtutor.losses.logits import distillation_loss, kd_loss, soft_targets
-from kdtutor.losses.sequence import forward_kl, reverse_kl
+from kdtutor.losses import attention_map, distillation_loss, forward_kl, kd_loss, reverse_kl, soft_targets
 
 __all__ = [
     "ATOL", "CONV_ATOL", "HALF_TOL", "RTOL", "SCALE_RTOL",

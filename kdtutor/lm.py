@@ -48,7 +48,7 @@ from torch import nn
 
 from kdtutor import checks
 from kdtutor.checkpoint import architecture
-from kdtutor.losses.sequence import forward_kl, generalized_jsd, reverse_kl
+from kdtutor.losses import forward_kl, generalized_jsd, reverse_kl
 from kdtutor.models import registry
 
 __all__ = [
@@ -328,13 +328,13 @@ class TokenKD:
     .. math:: \mathcal{L} = \alpha \, T^2 D(p^T, q^T) + (1 - \alpha)\, \mathrm{CE}(y, q)
 
     averaged over the scored positions, where :math:`p^T` and :math:`q^T` are the teacher's and the student's softmax
-    at temperature :math:`T`, ``divergence`` :math:`D` is one of :mod:`kdtutor.losses.sequence` (default
+    at temperature :math:`T`, ``divergence`` :math:`D` is one of :mod:`kdtutor.methods.sequence` (default
     :func:`~kdtutor.losses.forward_kl`, Hinton et al. 2015 applied per token: word-level KD, Kim & Rush 2016) and
     the cross-entropy is on the text's next characters. ``divergence`` may also be named: ``"forward"``
     (:func:`~kdtutor.losses.forward_kl`), ``"reverse"`` (:func:`~kdtutor.losses.reverse_kl`) or ``"jsd"``
     (:func:`~kdtutor.losses.generalized_jsd` at its default :math:`\beta = 1/2`). The teacher runs in eval mode
     (dropout off: it is put there, as :class:`~kdtutor.training.Distillation` does) and without gradients, on the
-    same input. The :math:`T^2` factor belongs to the divergence (every function of :mod:`kdtutor.losses.sequence`
+    same input. The :math:`T^2` factor belongs to the divergence (every function of :mod:`kdtutor.methods.sequence`
     applies it); a divergence of your own is called as ``divergence(student_logits, teacher_logits,
     temperature=T)`` and must apply it too.
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = (ROOT / "book" / "api.md").read_text()
 DOCUMENTED = re.findall(r"^\.\. auto(?:function|class|exception|data):: (kdtutor[\w.]*)\.(\w+)$", PAGE, re.M)
 MEMBERS = re.findall(r"^\.\. automodule:: (kdtutor[\w.]*)\n\s+:members: (.+)$", PAGE, re.M)
-ROOMS = ["kdtutor.data", "kdtutor.models", "kdtutor.losses", "kdtutor.training", "kdtutor.evaluation",
+ROOMS = ["kdtutor.data", "kdtutor.models", "kdtutor.methods", "kdtutor.losses", "kdtutor.training", "kdtutor.evaluation",
          "kdtutor.compression", "kdtutor.checkpoint", "kdtutor.experiments", "kdtutor.pitfalls", "kdtutor.notebook",
          "kdtutor.checks", "kdtutor.progress", "kdtutor.selfcheck", "kdtutor.training.distributed",
          "kdtutor.lm", "kdtutor.course"]

@@ -220,9 +220,13 @@ def modules_used(nb) -> set[str]:
     return used
 
 
+INDEXED_BY = {"kdtutor.methods": ("kdtutor.losses",)}  # the losses room is the index of the methods' losses
+
+
 def chapters_using(module: str) -> set[str]:
+    rooms = (module, *INDEXED_BY.get(module, ()))
     return {path.stem for path in NOTEBOOKS
-            if any(m == module or m.startswith(module + ".") for m in modules_used(load(path)))}
+            if any(m == r or m.startswith(r + ".") for m in modules_used(load(path)) for r in rooms)}
 
 
 API_SECTIONS = api_sections() if API.exists() else {}

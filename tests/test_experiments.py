@@ -19,7 +19,7 @@ from kdtutor.experiments import (
     summarize,
     t_quantile,
 )
-from kdtutor.metrics import expected_calibration_error, fit_temperature, reliability
+from kdtutor.evaluation import expected_calibration_error, fit_temperature, reliability
 
 
 def ece_by_loop(probs, labels, n_bins):

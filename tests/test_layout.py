@@ -1,8 +1,8 @@
 """The package's architecture, enforced: imports go one way, and no module reaches into another's private names.
 
-Rooms, from the bottom up: ``checks``; ``data``; ``checkpoint``; ``models``; ``losses``; ``evaluation``;
-``training``; ``experiments``; then the helpers for people (``notebook``, ``pitfalls``, the CLI) and the old module
-names kept as re-exports; ``lm`` (language models) sits on top, imported only by the CLI (and at run time by the
+Rooms, from the bottom up: ``checks``; ``data``; ``checkpoint``; ``models``; ``methods`` (one module per method,
+its pure loss beside its objective) and ``losses`` (their index); ``evaluation``; ``training``; ``experiments``; then
+the helpers for people (``notebook``, ``pitfalls``, the CLI); ``lm`` (language models) sits on top, imported only by the CLI (and at run time by the
 registry, through a shipped record's ``module`` field, and by ``checkpoint.load``, to rebuild a ``CharTransformer``
 from a file: ``LAZY_ARCHITECTURES``, a fixed table). Data and models know nothing of training; losses are
 pure functions of tensors; nothing in the package imports the course room or the book's notebooks.
@@ -23,10 +23,12 @@ ALLOWED = {
     "data": {"checks"},
     "checkpoint": {"checks"},
     "models": {"checks", "checkpoint"},
-    "losses": {"checks"},
+    # one module per method: its pure loss and its objective (which read batches and record features)
+    "methods": {"checks", "data", "models"},
+    "losses": {"methods"},  # the index of every method's pure loss
     "progress": set(),
     "evaluation": {"checks", "data", "checkpoint", "models", "losses", "progress"},
-    "training": {"checks", "data", "models", "losses", "evaluation", "progress"},
+    "training": {"checks", "data", "models", "methods", "evaluation", "progress"},
     "compression": {"checks", "data", "models", "evaluation"},
     "experiments": {"checks", "data", "models", "losses", "evaluation", "training", "notebook", "progress"},
     "selfcheck": {"data", "models", "training", "version"},
@@ -40,10 +42,6 @@ ALLOWED = {
     "lm": {"checks", "checkpoint", "models", "losses"},
     "__init__": {"checkpoint", "compression", "data", "evaluation", "losses", "models", "selfcheck", "training",
                  "version"},
-    # old module names, kept as thin re-exports
-    "train": {"evaluation", "training"},
-    "measure": {"evaluation"},
-    "metrics": {"evaluation"},
 }
 
 
@@ -102,14 +100,34 @@ def test_no_module_imports_anothers_private_names(path):
 
 
 def test_losses_are_pure_functions_of_tensors():
-    """The losses room imports nothing but torch and the shared checks: no models, data, devices or training."""
-    for path in (PACKAGE / "losses").rglob("*.py"):
+    """Every method module's functions (its losses) use torch and the shared checks only: no data, model, module or
+    batch — those belong to the objective beside them. The index room ``losses`` only re-exports them."""
+    for path in (PACKAGE / "methods").glob("*.py"):
         tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
+        for node in tree.body:
             if isinstance(node, ast.ImportFrom) and node.module:
-                assert node.module.split(".")[0] in ("torch", "__future__", "kdtutor", "math"), (path, node.module)
-                if node.module.startswith("kdtutor"):
-                    assert node.module in ("kdtutor", "kdtutor.losses") or node.module.startswith("kdtutor.losses.")
+                assert node.module.split(".")[0] in ("torch", "__future__", "kdtutor", "math", "numpy"), path
+        impure = {"nn", "np", "warnings"} | {alias.asname or alias.name for node in tree.body
+                                             if isinstance(node, ast.ImportFrom) and node.module
+                                             and node.module.startswith(("kdtutor.data", "kdtutor.models"))
+                                             for alias in node.names}
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.endswith(("_loss", "_kl", "_jsd", "_targets",
+                                                                         "_map", "_terms", "_rows", "_entropy")):
+                used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+                assert not used & impure, f"{path.name}: {node.name} uses {sorted(used & impure)}"
+    index = ast.parse((PACKAGE / "losses" / "__init__.py").read_text())
+    assert not [n for n in index.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]  # an index only
+    assert [p.name for p in (PACKAGE / "losses").glob("*.py")] == ["__init__.py"]
+
+
+def test_a_method_is_one_module_and_one_index_line():
+    """Each method module holds its losses and its objective; the methods index imports it in one statement."""
+    index = (PACKAGE / "methods" / "__init__.py").read_text()
+    for path in sorted((PACKAGE / "methods").glob("*.py")):
+        if path.stem in ("__init__",):
+            continue
+        assert index.count(f"from kdtutor.methods.{path.stem} import") == 1, path.stem
 
 
 def test_the_rule_catches_a_violation(tmp_path):

@@ -192,7 +192,7 @@ def _old_attention(s, t):
     return (q(s) - q(t)).pow(2).mean()
 
 
-def _old_dkd(z, v, y, t, tc, nc):  # kdtutor's dkd_terms and dkd_loss_unchecked before, line for line
+def _old_dkd(z, v, y, t, tc, nc):  # kdtutor's dkd_terms and its unchecked DKD loss before, line for line
     z_s, z_t = z.float() / t, v.float() / t
     y1 = y.long().unsqueeze(-1)
     target = torch.zeros_like(z_s, dtype=torch.bool).scatter_(-1, y1, True)
@@ -299,10 +299,10 @@ def test_attention_map_keeps_float64():
 
 @pytest.mark.parametrize("shape", [(4, 1), (4, 0)])
 def test_dkd_refuses_fewer_than_two_classes_at_the_loss_level(shape):
-    from kdtutor.losses import dkd_loss_unchecked, dkd_terms
+    from kdtutor.methods.dkd import _dkd_loss, dkd_terms  # the unchecked loss the objective runs
 
     z = torch.zeros(shape)
     y = torch.zeros(4, dtype=torch.long)
-    for call in (lambda: dkd_terms(z, z, y, 4.0), lambda: dkd_loss_unchecked(z, z, y, 4.0, 1.0, 8.0)):
+    for call in (lambda: dkd_terms(z, z, y, 4.0), lambda: _dkd_loss(z, z, y, 4.0, 1.0, 8.0)):
         with pytest.raises(ValueError, match=r"student_logits: expected at least 2 classes"):
             call()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import kdtutor as kd
-from kdtutor.measure import latency, size_bytes
+from kdtutor.evaluation import latency, size_bytes
 
 
 def test_size_bytes_is_the_serialized_state_dict():

@@ -1,4 +1,4 @@
-"""kdtutor.losses.sequence against independent references, autograd, a hand-computed golden value and bad inputs.
+"""kdtutor.methods.sequence against independent references, autograd, a hand-computed golden value and bad inputs.
 
 The references loop over tokens one at a time in float64, with torch.distributions.kl_divergence for the two KLs
 and sums over probabilities (not log-probabilities) for the JSD, and divide by a count of the kept tokens made in
@@ -11,8 +11,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
 
-from kdtutor.losses.logits import kd_loss
-from kdtutor.losses.sequence import forward_kl, generalized_jsd, reverse_kl
+from kdtutor.losses import forward_kl, generalized_jsd, kd_loss, reverse_kl
 
 D = torch.float64
 

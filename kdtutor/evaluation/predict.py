@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from kdtutor import checks
 from kdtutor.checkpoint import CheckpointError, read_verified, write_verified
 from kdtutor.data import CACHE_DIR, OnDevice, nonempty
-from kdtutor.losses.logits import kl_rows
+from kdtutor.losses import kl_rows
 from kdtutor.models import record_activations
 from kdtutor.progress import bar
 

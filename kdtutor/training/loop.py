@@ -1,8 +1,8 @@
-"""The training loop: ``fit`` minimises any :class:`~kdtutor.training.objectives.Objective`, and ``History``.
+"""The training loop: ``fit`` minimises any :class:`~kdtutor.training.Objective`, and ``History``.
 
-``fit(student, train, epochs=8)`` trains on hard labels (:class:`~kdtutor.training.objectives.CrossEntropy`);
+``fit(student, train, epochs=8)`` trains on hard labels (:class:`~kdtutor.training.CrossEntropy`);
 ``loss=`` takes any objective; and the shortcuts ``teacher=...`` or ``teacher_logits=...`` (with ``temperature``
-and ``alpha``) build :class:`~kdtutor.training.objectives.Distillation`::
+and ``alpha``) build :class:`~kdtutor.training.Distillation`::
 
     history = fit(student, train, epochs=8, teacher=teacher, temperature=4, alpha=0.9, val=val)
     history = fit(student, train, TrainConfig(epochs=8), loss=Distillation(logits=cached, temperature=4))
@@ -45,11 +45,11 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from kdtutor import checks
 from kdtutor.data import OnDevice, nonempty
 from kdtutor.evaluation import evaluate
+from kdtutor.methods import CrossEntropy, Distillation, Objective
 from kdtutor.models import record_activations
 from kdtutor.progress import bar
 from kdtutor.training import distributed
 from kdtutor.training.config import TrainConfig
-from kdtutor.training.objectives import CrossEntropy, Distillation, Objective
 
 __all__ = ["History", "default_device", "fit"]
 

@@ -1,4 +1,5 @@
-r"""Training objectives: what :func:`~kdtutor.training.fit` minimises, as objects with a name, settings and a docstring.
+r"""The base of every method: what :func:`~kdtutor.training.fit` minimises, as objects with a name, settings and
+a docstring.
 
 An objective is called once per step as ``objective(out, batch, features)`` with the student's outputs ``out``,
 the :class:`~kdtutor.data.Batch` (images ``x``, labels ``y``, sample indices ``idx`` on the device) and the
@@ -9,8 +10,11 @@ kept *outside* the module tree — frozen, in eval mode, never trained, never sa
 
 ``fit`` calls :meth:`~kdtutor.training.Objective.setup` once before training (move cached tensors to the device,
 check their shapes against the training set) and :meth:`~kdtutor.training.Objective.check` on the first batch only,
-so the loop itself adds no checks and no host synchronisation per step. The losses themselves are pure functions
-in :mod:`kdtutor.losses`.
+so the loop itself adds no checks and no host synchronisation per step. Each method's pure loss
+sits beside its objective in its own module of :mod:`kdtutor.methods`.
+
+Two pure building blocks shared by several methods live here too: :func:`~kdtutor.losses.kl_rows` and
+:func:`~kdtutor.losses.per_sample_kl`.
 """
 
 from __future__ import annotations
@@ -24,15 +28,32 @@ from torch import nn
 
 from kdtutor import checks
 from kdtutor.data import Batch, OnDevice
-from kdtutor.losses import distillation_loss_unchecked, kd_loss_unchecked, logit_matching_loss
-from kdtutor.losses.features import attention_transfer_loss, dkd_loss_unchecked, hint_loss
-from kdtutor.losses.updating import focal_distillation_loss_unchecked, lwf_loss_unchecked, old_class_index
-from kdtutor.models import record_activations
 
-__all__ = [
-    "AttentionTransfer", "CrossEntropy", "DecoupledKD", "Distillation", "FeatureObjective", "FitNets",
-    "FocalDistillation", "LearningWithoutForgetting", "LogitMatching", "Objective", "Sum", "TeacherObjective",
-]
+__all__ = ["CrossEntropy", "FeatureObjective", "Objective", "Sum", "TeacherObjective", "kl_rows", "per_sample_kl"]
+
+
+def kl_rows(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+    r""":math:`\mathrm{KL}(a \,\|\, b) = \sum_i a_i (\log a_i - \log b_i)` for each row, from log-probabilities.
+
+    A tensor with the last dimension summed away, no mean and no :math:`T^2`: the building block of the losses that
+    weigh or mask rows (:func:`~kdtutor.losses.per_sample_kl`, the sequence divergences). Both arguments are
+    log-probabilities (``log_softmax``); their order is the direction — ``kl_rows(log_p, log_q)`` is KL(teacher ‖
+    student) when ``p`` is the teacher's. The two must have the same shape (no broadcasting: a missing row or class
+    dimension would silently pair the wrong rows).
+    """
+    if log_a.shape != log_b.shape:
+        raise ValueError(f"log_b: expected the shape of log_a {tuple(log_a.shape)}, got {tuple(log_b.shape)}")
+    return (log_a.exp() * (log_a - log_b)).sum(-1)
+
+
+
+def per_sample_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
+    r""":math:`T^2\,\mathrm{KL}(\mathrm{softmax}(v/T) \| \mathrm{softmax}(z/T))` for each row (a vector, no mean)."""
+    z = checks.full_precision(student_logits)  # half precision upcast to float32; float64 stays float64
+    log_q = F.log_softmax(z / t, dim=-1)
+    log_p = F.log_softmax(teacher_logits.to(z.dtype) / t, dim=-1)
+    return kl_rows(log_p, log_q) * t * t
+
 
 
 class Objective(nn.Module):
@@ -148,168 +169,6 @@ class TeacherObjective(Objective):
         return "online teacher" if self.teacher is not None else f"cached logits {tuple(self.logits.shape)}"
 
 
-class Distillation(TeacherObjective):
-    r"""Hinton et al.'s (2015) loss :math:`\alpha\,T^2\,\mathrm{KL}(p^T \| q^T) + (1-\alpha)\,\mathrm{CE}(z, y)`.
-
-    The teacher's logits come from ``teacher`` run online or from cached ``teacher_logits``
-    (:class:`TeacherObjective`). See :func:`kdtutor.losses.distillation_loss` for the math.
-
-    ``labelled`` (optional) is a boolean mask over the training samples: the rows marked ``False`` are *unlabelled
-    transfer data* (Hinton et al. allow any transfer set) — they get only the soft term, and their label values are
-    ignored (e.g. ``-1``) and not checked; the hard-label term averages over the labelled rows of each batch. The
-    labels of the rows marked ``True`` are checked as strictly as ever.
-    """
-
-    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
-                 alpha: float = 0.9, labelled=None):
-        super().__init__(teacher, teacher_logits)
-        self.temperature = checks.temperature(temperature)
-        self.alpha = checks.alpha(alpha)
-        self.labelled = None if labelled is None else _as_mask(labelled)
-
-    def setup(self, train: OnDevice, augment) -> None:
-        if self.labelled is not None:
-            if self.labelled.shape != (len(train),):
-                raise ValueError(f"labelled: expected one entry per training sample ({len(train)}), got shape "
-                                 f"{tuple(self.labelled.shape)}")
-            self.labelled = self.labelled.to(train.device)
-        super().setup(train, augment)
-
-    def check(self, out: torch.Tensor, batch: Batch) -> None:
-        rows = self.labelled[batch.idx] if self.labelled is not None else slice(None)
-        checks.targets(batch.y[rows], out[rows])
-        checks.logits_pair(out, self.teacher_logits(batch))
-
-    def soft(self, out: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-        r"""The soft-target term: :math:`T^2\,\mathrm{KL}` at the temperature (subclasses change it)."""
-        return kd_loss_unchecked(out, teacher_logits, self.temperature)
-
-    def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
-        teacher_logits = self.teacher_logits(batch)
-        if self.labelled is None and type(self).soft is Distillation.soft:
-            return distillation_loss_unchecked(out, teacher_logits, batch.y, self.temperature, self.alpha)
-        soft = self.soft(out, teacher_logits) if self.alpha > 0 else out.new_zeros(())
-        if self.alpha == 1:
-            return soft
-        if self.labelled is None:
-            hard = F.cross_entropy(out.float(), batch.y.long())
-        else:  # the mean cross-entropy over the labelled rows of the batch (0 if it has none), without a host sync
-            rows = self.labelled[batch.idx]
-            per_row = F.cross_entropy(out.float(), torch.where(rows, batch.y, 0).long(), reduction="none")
-            hard = (per_row * rows).sum() / rows.sum().clamp_min(1)
-        return self.alpha * soft + (1 - self.alpha) * hard
-
-    def extra_repr(self) -> str:
-        unlabelled = "" if self.labelled is None else f", {int((~self.labelled).sum())} unlabelled rows"
-        return f"{self.source()}, temperature={self.temperature}, alpha={self.alpha}{unlabelled}"
-
-
-class LogitMatching(Distillation):
-    r"""Regress the student's logits onto the teacher's (Ba & Caruana 2014), mixed with the hard labels:
-    :math:`\alpha\,\frac{1}{2BC}\sum(\bar z - \bar v)^2 + (1-\alpha)\,\mathrm{CE}(z, y)` on centred logits.
-
-    The high-temperature limit of :class:`Distillation` (see :func:`kdtutor.losses.logit_matching_loss`); the
-    teacher, cached ``teacher_logits`` and ``labelled`` work as there. There is no temperature.
-    """
-
-    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, alpha: float = 1.0, labelled=None):
-        super().__init__(teacher, teacher_logits, temperature=1.0, alpha=alpha, labelled=labelled)
-
-    def soft(self, out: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-        return logit_matching_loss(out, teacher_logits)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr().replace("temperature=1.0, ", "")
-
-
-class FocalDistillation(TeacherObjective):
-    r"""Focal distillation from the model being replaced (Yan et al. 2021): fewer negative flips on an update.
-
-    :math:`\mathrm{CE}(z, y) + \frac{1}{B}\sum_b (\beta_0 + \beta_1 [\arg\max v_b = y_b])\,T^2\,\mathrm{KL}_b`
-    with the old model's logits :math:`v` (``teacher`` online or cached ``teacher_logits``): the samples the old
-    model got right weigh ``base_weight + focal_weight``, the others ``base_weight``. See
-    :func:`kdtutor.losses.focal_distillation_loss`.
-    """
-
-    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 1.0,
-                 base_weight: float = 1.0, focal_weight: float = 5.0):
-        super().__init__(teacher, teacher_logits)
-        self.temperature = checks.temperature(temperature)
-        self.base_weight = checks.non_negative(base_weight, "base_weight")
-        self.focal_weight = checks.non_negative(focal_weight, "focal_weight")
-
-    def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
-        return focal_distillation_loss_unchecked(out, self.teacher_logits(batch), batch.y, self.temperature,
-                                                 self.base_weight, self.focal_weight)
-
-    def extra_repr(self) -> str:
-        return (f"{self.source()}, temperature={self.temperature}, base_weight={self.base_weight}, "
-                f"focal_weight={self.focal_weight}")
-
-
-class LearningWithoutForgetting(TeacherObjective):
-    r"""Learning without Forgetting (Li & Hoiem 2016): new labels, and the old model's outputs for the old classes.
-
-    :math:`\mathrm{CE}(z, y) + \lambda_o\,T^2\,\mathrm{KL}(\mathrm{softmax}(v/T) \,\|\,
-    \mathrm{softmax}(z_{\mathrm{old}}/T))`, where the old model (``teacher`` online or cached ``teacher_logits``,
-    run on the *new* training data) has fewer outputs than the student: ``old_classes`` maps its ``k``-th output to
-    the student's class ``old_classes[k]``. The new data need hold no old class, so the cached logits are not
-    checked for agreement with the labels. See :func:`kdtutor.losses.lwf_loss`.
-    """
-
-    check_alignment = False  # the old model cannot predict the new classes: disagreement with the labels is expected
-
-    def __init__(self, old_classes, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 2.0,
-                 lwf_weight: float = 1.0):
-        super().__init__(teacher, teacher_logits)
-        self.temperature = checks.temperature(temperature)
-        self.lwf_weight = checks.non_negative(lwf_weight, "lwf_weight")
-        self.register_buffer("old_classes", _as_class_index(old_classes), persistent=False)
-
-    def check(self, out: torch.Tensor, batch: Batch) -> None:
-        checks.targets(batch.y, out)
-        # the explicit class-count check of LwF: fewer old outputs than new classes is allowed, and mapped
-        self.old_classes = old_class_index(self.old_classes, out, self.teacher_logits(batch)).to(out.device)
-
-    def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
-        return lwf_loss_unchecked(out, self.teacher_logits(batch), batch.y, self.old_classes, self.temperature,
-                                  self.lwf_weight)
-
-    def extra_repr(self) -> str:
-        return (f"{self.source()}, old_classes={self.old_classes.tolist()}, temperature={self.temperature}, "
-                f"lwf_weight={self.lwf_weight}")
-
-
-class DecoupledKD(TeacherObjective):
-    r"""Decoupled KD (Zhao et al. 2022): :math:`\mathrm{CE} + w_{\mathrm{TC}}\,T^2\,\mathrm{TCKD} +
-    w_{\mathrm{NC}}\,T^2\,\mathrm{NCKD}`, the target-class and non-target-class parts of KD weighted apart.
-
-    The teacher's logits come from ``teacher`` online or cached ``teacher_logits`` (:class:`TeacherObjective`).
-    See :func:`kdtutor.losses.dkd_loss`; the defaults are the paper's CIFAR-100 settings.
-    """
-
-    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
-                 tckd_weight: float = 1.0, nckd_weight: float = 8.0):
-        super().__init__(teacher, teacher_logits)
-        self.temperature = checks.temperature(temperature)
-        self.tckd_weight = checks.non_negative(tckd_weight, "tckd_weight")
-        self.nckd_weight = checks.non_negative(nckd_weight, "nckd_weight")
-
-    def check(self, out: torch.Tensor, batch: Batch) -> None:
-        if out.ndim == 2 and out.shape[1] < 2:  # one class has no non-target classes: NCKD would be 0/0
-            raise ValueError(f"model: DecoupledKD splits the classes into the target and the others, so it needs at "
-                             f"least 2 outputs, got a model with {out.shape[1]}")
-        super().check(out, batch)
-
-    def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
-        return dkd_loss_unchecked(out, self.teacher_logits(batch), batch.y, self.temperature, self.tckd_weight,
-                                  self.nckd_weight)
-
-    def extra_repr(self) -> str:
-        return (f"{self.source()}, temperature={self.temperature}, tckd_weight={self.tckd_weight}, "
-                f"nckd_weight={self.nckd_weight}")
-
-
 class FeatureObjective(Objective):
     """Base of the objectives that learn from a teacher's *intermediate* features, cached in memory.
 
@@ -368,61 +227,6 @@ class FeatureObjective(Objective):
         return f"pairs={self.pairs}, weight={self.weight}"
 
 
-class AttentionTransfer(FeatureObjective):
-    r"""Attention transfer (Zagoruyko & Komodakis 2017): :math:`\beta \sum_{\mathrm{pairs}}
-    \mathrm{mean}(Q(S) - Q(T))^2` with the paper's :math:`\beta = 1000` as ``weight``.
-
-    See :func:`kdtutor.losses.attention_transfer_loss`. Paired layers must have the same height and width; their
-    channel counts may differ.
-    """
-
-    def __init__(self, teacher_features: dict, pairs: dict, weight: float = 1000.0, p: float = 2.0):
-        super().__init__(teacher_features, pairs, weight)
-        self.p = checks.temperature(p, "p")
-
-    def forward(self, out: torch.Tensor, batch: Batch, features) -> torch.Tensor:
-        return self.weight * sum(attention_transfer_loss(features[s], self.teacher_features(batch, t), self.p)
-                                 for s, t in self.pairs.items())
-
-
-class FitNets(FeatureObjective):
-    r"""FitNets hints (Romero et al. 2015): :math:`w \sum_{\mathrm{pairs}} \frac{1}{2}\mathrm{mean}((r(s) -
-    t)^2)`, with one learned 1×1-convolution regressor :math:`r` per pair, trained with the student.
-
-    The regressors are built when ``fit`` attaches the objective to the student (their widths come from one
-    forward pass on two training images, in eval mode; their initial weights from ``fit``'s seed) and are trained
-    by the same optimizer; they are not part of the student. A second ``fit`` on a student of the same widths
-    continues with them; a student of other widths gets new ones.
-    One stage, next to the other terms of the loss (the paper trained the hints first, in a stage of their own).
-    See :func:`kdtutor.losses.hint_loss`.
-    """
-
-    def __init__(self, teacher_features: dict, pairs: dict, weight: float = 1.0):
-        super().__init__(teacher_features, pairs, weight)
-        self.regressors = nn.ModuleDict()
-
-    def attach(self, model: nn.Module, train: OnDevice) -> None:
-        x = next(train.batches(2)).x
-        was_training = model.training
-        model.eval()  # one pass to read the widths: no BatchNorm statistics updated, no gradients
-        with torch.no_grad(), record_activations(model, self.features) as acts:
-            model(x)
-        model.train(was_training)
-        widths = {}
-        for s in self.pairs:
-            checks.feature_maps(acts[s], f"pairs (the output of student layer {s!r})")
-            widths[s] = acts[s].shape[1]
-        if len(self.regressors) and all(self.regressors[_key(s)].in_channels == c for s, c in widths.items()):
-            return  # a continued run on the same student: keep the trained regressors
-        self.regressors = nn.ModuleDict({
-            _key(s): nn.Conv2d(c, self.cache[self.pairs[s]].shape[1], kernel_size=1) for s, c in widths.items()
-        })
-
-    def forward(self, out: torch.Tensor, batch: Batch, features) -> torch.Tensor:
-        return self.weight * sum(hint_loss(self.regressors[_key(s)](features[s]), self.teacher_features(batch, t))
-                                 for s, t in self.pairs.items())
-
-
 class Sum(Objective):
     """The sum of several objectives, e.g. ``Sum(Distillation(...), AttentionTransfer(...))``: each term keeps its
     own weights and settings; ``fit`` records the features any of them needs."""
@@ -465,9 +269,6 @@ class Sum(Objective):
         return sum(t(out, batch, features) for t in self.terms)
 
 
-def _key(layer: str) -> str:
-    return layer.replace(".", "_")  # ModuleDict keys cannot hold dots
-
 
 def _as_features(rows, name: str) -> torch.Tensor:
     if not torch.is_tensor(rows) or not rows.is_floating_point() or rows.ndim < 2:
@@ -475,26 +276,6 @@ def _as_features(rows, name: str) -> torch.Tensor:
                          f"sample, got {getattr(rows, 'dtype', type(rows).__name__)} of shape "
                          f"{tuple(getattr(rows, 'shape', ()))}")
     return rows.detach().float()
-
-
-def _as_class_index(old_classes) -> torch.Tensor:
-    """LwF's ``old_classes`` as a tensor (a string such as ``"012"`` is refused: it is not a list of classes)."""
-    try:
-        index = None if isinstance(old_classes, (str, bytes)) else torch.as_tensor(old_classes)
-    except (TypeError, ValueError, RuntimeError):
-        index = None
-    if index is None:  # the values themselves are checked against the logits on the first batch
-        raise TypeError(f"old_classes: expected a sequence of integer class indices such as [0, 1, 2] (the student's "
-                        f"class of each old output), got {old_classes!r}")
-    return index
-
-
-def _as_mask(mask) -> torch.Tensor:
-    mask = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask)
-    if mask.dtype != torch.bool or mask.ndim != 1:
-        raise ValueError(f"labelled: expected a 1-D boolean mask over the training samples, got {mask.dtype} of shape "
-                         f"{tuple(mask.shape)}")
-    return mask
 
 
 def _warn_if_misaligned(logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -524,3 +305,4 @@ def _as_logits(logits) -> torch.Tensor:
         warnings.warn("teacher_logits: every row is non-negative and sums to 1 — these look like probabilities; "
                       "pass the teacher's logits (before the softmax)", UserWarning, stacklevel=4)
     return logits
+

@@ -6,10 +6,9 @@ smoothing of the same entropy, and regressing logits directly.
   networks"): the confidence survives, the similarity structure between classes does not.
 * :func:`~kdtutor.losses.smoothing_for_entropy` finds the label-smoothing :math:`\epsilon` whose targets carry a
   given entropy (Müller, Kornblith & Hinton 2019; Yuan et al. 2020): uniform "dark knowledge" of the same softness.
-* :func:`~kdtutor.losses.logit_matching_loss` regresses the student's logits onto the teacher's (Ba & Caruana
-  2014) — the limit Hinton's loss reaches at high temperature (:mod:`kdtutor.losses.logits`).
 
-All are pure functions of tensors.
+Both are pure functions of tensors; the third control, logit matching, is a method of its own
+(:mod:`kdtutor.methods.logit_matching`).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 
 from kdtutor import checks
 
-__all__ = ["logit_matching_loss", "permuted_soft_targets", "smoothing_for_entropy"]
+__all__ = ["permuted_soft_targets", "smoothing_for_entropy"]
 
 
 def permuted_soft_targets(teacher_logits: torch.Tensor, targets: torch.Tensor, temperature: float,
@@ -71,17 +70,3 @@ def smoothing_for_entropy(entropy: float, classes: int) -> float:
         low, high = (mid, high) if h(mid) < entropy else (low, mid)
     return (low + high) / 2
 
-
-def logit_matching_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    r"""Half the mean squared difference of the *centred* logits, :math:`\frac{1}{2BC}\sum_{b,i}(\bar z_{b,i} -
-    \bar v_{b,i})^2`, where :math:`\bar z = z - \mathrm{mean}_i z`.
-
-    Ba & Caruana (2014) regress a student's logits onto a teacher's. Centring removes the one direction softmax
-    ignores; with it, the gradient :math:`(\bar z - \bar v)/(BC)` is exactly the limit of :func:`kd_loss`'s gradient
-    as :math:`T \to \infty` for zero-mean logits (Hinton et al. 2015, §2.1).
-    """
-    checks.logits_pair(student_logits, teacher_logits)
-    z = student_logits.float() if student_logits.dtype in (torch.float16, torch.bfloat16) else student_logits
-    v = teacher_logits.to(z.dtype)
-    diff = (z - z.mean(1, keepdim=True)) - (v - v.mean(1, keepdim=True))
-    return 0.5 * diff.pow(2).mean()

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from kdtutor import checks
-from kdtutor.losses.logits import kl_rows
+from kdtutor.methods.base import kl_rows
 
 __all__ = ["forward_kl", "generalized_jsd", "reverse_kl"]
 
@@ -131,3 +131,4 @@ def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
         return kl_rows(log_q, log_p).mean() * t * t
     log_m = torch.logsumexp(torch.stack([log_p + math.log(b), log_q + math.log1p(-b)]), dim=0)
     return (b * kl_rows(log_p, log_m) + (1 - b) * kl_rows(log_q, log_m)).mean() * t * t
+

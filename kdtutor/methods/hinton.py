@@ -1,4 +1,4 @@
-r"""Knowledge-distillation losses (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network").
+r"""Knowledge distillation as Hinton, Vinyals & Dean (2015) define it ("Distilling the Knowledge in a Neural Network").
 
 With student logits :math:`z`, teacher logits :math:`v` and temperature :math:`T`, the soft targets are
 
@@ -16,21 +16,24 @@ the hard-label term (mixed in with weight :math:`1 - \alpha`) stay roughly uncha
 not make the two gradients equal in size, nor constant in :math:`T`: the book measures both in "The soft-target
 gradient".
 
-Three bugs that are easy to make, each caught by the tests (:mod:`kdtutor.pitfalls` keeps them): forgetting
+:class:`~kdtutor.training.Distillation` is the objective ``fit`` minimises with it (the teacher online or its cached
+logits). Three bugs that are easy to make, each caught by the tests (:mod:`kdtutor.pitfalls` keeps them): forgetting
 :math:`T^2`; ``reduction="mean"`` (divides by :math:`B \cdot C` instead of :math:`B`); passing probabilities instead
 of log-probabilities to ``F.kl_div`` (never positive, and it pulls the student towards the teacher's argmax).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from kdtutor import checks
+from kdtutor.data import Batch, OnDevice
+from kdtutor.methods.base import TeacherObjective
 
-__all__ = [
-    "distillation_loss", "kd_loss", "kd_loss_unchecked", "distillation_loss_unchecked", "kl_rows", "soft_targets",
-]
+__all__ = ["Distillation", "distillation_loss", "kd_loss", "soft_targets"]
 
 
 def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -47,21 +50,7 @@ def _full(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def kl_rows(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
-    r""":math:`\mathrm{KL}(a \,\|\, b) = \sum_i a_i (\log a_i - \log b_i)` for each row, from log-probabilities.
-
-    A tensor with the last dimension summed away, no mean and no :math:`T^2`: the building block of the losses that
-    weigh or mask rows (:func:`~kdtutor.losses.per_sample_kl`, the sequence divergences). Both arguments are
-    log-probabilities (``log_softmax``); their order is the direction — ``kl_rows(log_p, log_q)`` is KL(teacher ‖
-    student) when ``p`` is the teacher's. The two must have the same shape (no broadcasting: a missing row or class
-    dimension would silently pair the wrong rows).
-    """
-    if log_a.shape != log_b.shape:
-        raise ValueError(f"log_b: expected the shape of log_a {tuple(log_a.shape)}, got {tuple(log_b.shape)}")
-    return (log_a.exp() * (log_a - log_b)).sum(-1)
-
-
-def kd_loss_unchecked(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
+def _kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
     """:func:`kd_loss` without the argument checks, for the training loop (which checks once, not every step)."""
     log_q = F.log_softmax(_full(student_logits) / t, dim=-1)
     log_p = F.log_softmax(_full(teacher_logits) / t, dim=-1)
@@ -78,13 +67,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     t = checks.temperature(temperature)
     checks.tensor(student_logits, "student_logits"), checks.tensor(teacher_logits, "teacher_logits")
     checks.logits_pair(student_logits, teacher_logits)
-    return kd_loss_unchecked(student_logits, teacher_logits, t)
+    return _kd_loss(student_logits, teacher_logits, t)
 
 
-def distillation_loss_unchecked(student_logits, teacher_logits, targets, t: float, alpha: float) -> torch.Tensor:
+def _distillation_loss(student_logits, teacher_logits, targets, t: float, alpha: float) -> torch.Tensor:
     """:func:`distillation_loss` without the argument checks (the training loop checks once, up front)."""
     hard = F.cross_entropy(_full(student_logits), targets.long()) if alpha < 1 else student_logits.new_zeros(())
-    soft = kd_loss_unchecked(student_logits, teacher_logits, t) if alpha > 0 else student_logits.new_zeros(())
+    soft = _kd_loss(student_logits, teacher_logits, t) if alpha > 0 else student_logits.new_zeros(())
     return alpha * soft + (1 - alpha) * hard
 
 
@@ -108,4 +97,71 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     checks.tensor(targets, "targets")
     checks.logits_pair(student_logits, teacher_logits)
     checks.targets(targets, student_logits)
-    return distillation_loss_unchecked(student_logits, teacher_logits, targets, t, a)
+    return _distillation_loss(student_logits, teacher_logits, targets, t, a)
+
+
+
+class Distillation(TeacherObjective):
+    r"""Hinton et al.'s (2015) loss :math:`\alpha\,T^2\,\mathrm{KL}(p^T \| q^T) + (1-\alpha)\,\mathrm{CE}(z, y)`.
+
+    The teacher's logits come from ``teacher`` run online or from cached ``teacher_logits``
+    (:class:`TeacherObjective`). See :func:`kdtutor.losses.distillation_loss` for the math.
+
+    ``labelled`` (optional) is a boolean mask over the training samples: the rows marked ``False`` are *unlabelled
+    transfer data* (Hinton et al. allow any transfer set) — they get only the soft term, and their label values are
+    ignored (e.g. ``-1``) and not checked; the hard-label term averages over the labelled rows of each batch. The
+    labels of the rows marked ``True`` are checked as strictly as ever.
+    """
+
+    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
+                 alpha: float = 0.9, labelled=None):
+        super().__init__(teacher, teacher_logits)
+        self.temperature = checks.temperature(temperature)
+        self.alpha = checks.alpha(alpha)
+        self.labelled = None if labelled is None else _as_mask(labelled)
+
+    def setup(self, train: OnDevice, augment) -> None:
+        if self.labelled is not None:
+            if self.labelled.shape != (len(train),):
+                raise ValueError(f"labelled: expected one entry per training sample ({len(train)}), got shape "
+                                 f"{tuple(self.labelled.shape)}")
+            self.labelled = self.labelled.to(train.device)
+        super().setup(train, augment)
+
+    def check(self, out: torch.Tensor, batch: Batch) -> None:
+        rows = self.labelled[batch.idx] if self.labelled is not None else slice(None)
+        checks.targets(batch.y[rows], out[rows])
+        checks.logits_pair(out, self.teacher_logits(batch))
+
+    def soft(self, out: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        r"""The soft-target term: :math:`T^2\,\mathrm{KL}` at the temperature (subclasses change it)."""
+        return _kd_loss(out, teacher_logits, self.temperature)
+
+    def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
+        teacher_logits = self.teacher_logits(batch)
+        if self.labelled is None and type(self).soft is Distillation.soft:
+            return _distillation_loss(out, teacher_logits, batch.y, self.temperature, self.alpha)
+        soft = self.soft(out, teacher_logits) if self.alpha > 0 else out.new_zeros(())
+        if self.alpha == 1:
+            return soft
+        if self.labelled is None:
+            hard = F.cross_entropy(out.float(), batch.y.long())
+        else:  # the mean cross-entropy over the labelled rows of the batch (0 if it has none), without a host sync
+            rows = self.labelled[batch.idx]
+            per_row = F.cross_entropy(out.float(), torch.where(rows, batch.y, 0).long(), reduction="none")
+            hard = (per_row * rows).sum() / rows.sum().clamp_min(1)
+        return self.alpha * soft + (1 - self.alpha) * hard
+
+    def extra_repr(self) -> str:
+        unlabelled = "" if self.labelled is None else f", {int((~self.labelled).sum())} unlabelled rows"
+        return f"{self.source()}, temperature={self.temperature}, alpha={self.alpha}{unlabelled}"
+
+
+
+def _as_mask(mask) -> torch.Tensor:
+    mask = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask)
+    if mask.dtype != torch.bool or mask.ndim != 1:
+        raise ValueError(f"labelled: expected a 1-D boolean mask over the training samples, got {mask.dtype} of shape "
+                         f"{tuple(mask.shape)}")
+    return mask
+
