@@ -188,7 +188,7 @@ def save(model: nn.Module, path: str | os.PathLike, **metadata) -> Path:
     Under ``torchrun`` (several processes, see :mod:`kdtutor.training.distributed`) every process runs the script,
     but only rank 0 writes; the others return ``path`` at once, without writing or waiting.
     """
-    checks.nn_module(model)
+    checks.nn_module("model", model)
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"path: {path} is a directory; give a file name such as {path / 'model.pt'}")
@@ -294,7 +294,7 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, map_location="
     needs ``model=``.
     """
     if model is not None:
-        checks.nn_module(model)
+        checks.nn_module("model", model)
     payload = read_verified(path, map_location)
     if model is None:
         arch = payload["arch"]

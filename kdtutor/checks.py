@@ -1,7 +1,9 @@
 """Argument checks shared by every module: each names the argument, what was expected and what was given.
 
-Kept in one small module so that no module reaches into another's private helpers. Every check returns the value
-converted to the type the caller needs (a float, an int, an int64 tensor), or raises ``ValueError``.
+Kept in one small module so that no module reaches into another's private helpers. One call style: the argument's
+name first, then its value, ``checks.positive("temperature", temperature)``. Every check returns the value converted
+to the type the caller needs (a float, an int, the tensor or module itself), or raises ``ValueError`` (``TypeError``
+for a value of the wrong kind altogether: a class for a module, a list for a tensor).
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ import math
 import torch
 
 __all__ = [
-    "alpha", "bad", "feature_maps", "logits_pair", "non_negative", "number", "positive_int", "probability", "targets",
-    "temperature",
-    "nn_module", "full_precision", "tensor",
+    "bad", "feature_maps", "full_precision", "logits_pair", "nn_module", "non_negative", "number", "positive",
+    "positive_int", "probability", "targets", "tensor",
 ]
 
 
@@ -23,12 +24,13 @@ def bad(name: str, expected: str, got) -> ValueError:
 
 
 def positive_int(name: str, value) -> int:
+    """An ``int`` >= 1 (``True`` is refused: it is a flag, not a count)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise bad(name, "a positive integer", value)
     return value
 
 
-def number(value, name: str, expected: str, ok) -> float:
+def number(name: str, value, expected: str, ok) -> float:
     """``float(value)`` if ``ok`` of it holds; else ``ValueError`` saying ``expected`` (booleans are flags, refused)."""
     try:
         x = float(value) if not isinstance(value, bool) else math.nan
@@ -39,27 +41,22 @@ def number(value, name: str, expected: str, ok) -> float:
     return x
 
 
-def temperature(value, name: str = "temperature") -> float:
-    """A positive finite number (``True`` is refused: it is a flag, not a temperature)."""
-    return number(value, name, "a positive finite number", lambda t: 0 < t < math.inf)
+def positive(name: str, value) -> float:
+    """A positive finite number: a temperature, a learning rate, an exponent, a clipping norm."""
+    return number(name, value, "a positive finite number", lambda t: 0 < t < math.inf)
 
 
-def non_negative(value, name: str) -> float:
+def non_negative(name: str, value) -> float:
     """A finite number >= 0 (a loss weight, say; NaN refused)."""
-    return number(value, name, "a non-negative finite number", lambda w: 0 <= w < math.inf)
+    return number(name, value, "a non-negative finite number", lambda w: 0 <= w < math.inf)
 
 
-def probability(value, name: str) -> float:
-    """A number in [0, 1] (NaN refused)."""
-    return number(value, name, "a number in [0, 1]", lambda p: 0.0 <= p <= 1.0)
+def probability(name: str, value) -> float:
+    """A number in [0, 1] (NaN refused): ``alpha`` of the distillation loss, a dropout rate, a share."""
+    return number(name, value, "a number in [0, 1]", lambda p: 0.0 <= p <= 1.0)
 
 
-def alpha(value) -> float:
-    """``alpha`` of the distillation loss: the weight of the soft-target term, in [0, 1]."""
-    return probability(value, "alpha")
-
-
-def feature_maps(x, name: str) -> None:
+def feature_maps(name: str, x) -> None:
     """Floating-point feature maps of shape ``(batch, channels, height, width)``."""
     if not torch.is_tensor(x) or x.ndim != 4 or not x.is_floating_point():
         raise ValueError(f"{name}: expected floating-point feature maps of shape (batch, channels, height, width), "
@@ -67,7 +64,7 @@ def feature_maps(x, name: str) -> None:
 
 
 def logits_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
-    """Student and teacher logits of the same shape ``batch x classes``."""
+    """Student and teacher logits of the same shape ``batch x classes`` (the names are the arguments')."""
     if student_logits.ndim != 2:
         raise ValueError(f"student_logits: expected shape (batch, classes), got {tuple(student_logits.shape)}")
     if teacher_logits.shape != student_logits.shape:
@@ -86,7 +83,7 @@ def targets(targets: torch.Tensor, logits: torch.Tensor) -> None:
                          f"to {int(targets.max())}")
 
 
-def nn_module(value, name: str = "model"):
+def nn_module(name: str, value):
     """An ``nn.Module`` instance, returned as is; anything else is a ``TypeError`` (a class: a hint to create one)."""
     from torch import nn
 
@@ -104,7 +101,7 @@ def full_precision(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def tensor(value, name: str) -> torch.Tensor:
+def tensor(name: str, value) -> torch.Tensor:
     """A ``torch.Tensor``, returned as is; anything else (a list, a NumPy array) is a ``TypeError`` naming ``name``."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}; convert it with "

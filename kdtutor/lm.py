@@ -184,7 +184,7 @@ class LMConfig:
             checks.positive_int(name, getattr(self, name))
         if self.width % self.heads:
             raise ValueError(f"heads: expected a divisor of width {self.width}, got {self.heads}")
-        checks.probability(self.dropout, "dropout")
+        checks.probability("dropout", self.dropout)
 
 
 @architecture
@@ -256,8 +256,8 @@ def generate(model: nn.Module, prompt: torch.Tensor, length: int, temperature: f
     most likely ids if given; the model reads at most its ``context`` last ids. One forward pass per new id
     (without a key-value cache: short samples on a CPU). The model is put in eval mode and restored.
     """
-    checks.nn_module(model, "model")
-    t = checks.temperature(temperature)
+    checks.nn_module("model", model)
+    t = checks.positive("temperature", temperature)
     checks.positive_int("length", length)
     if top_k is not None:
         checks.positive_int("top_k", top_k)
@@ -297,7 +297,7 @@ def on_policy(model: nn.Module, ids: torch.Tensor, batch: int, prompt: int, leng
     et al. 2024) scores only the student's written ids: the function carries ``batches.prompt`` (= ``prompt``) for
     ``TokenKD(teacher, prompt=batches.prompt)``, which leaves the prompt's positions out.
     """
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     for name, value in (("batch", batch), ("prompt", prompt), ("length", length)):
         checks.positive_int(name, value)
 
@@ -353,7 +353,7 @@ class TokenKD:
 
     def __init__(self, teacher: nn.Module, divergence=forward_kl, temperature: float = 1.0, alpha: float = 1.0,
                  prompt: int = 0, pad_id: int | None = None):
-        checks.nn_module(teacher, "teacher")
+        checks.nn_module("teacher", teacher)
         if isinstance(divergence, str):
             if divergence not in self.DIVERGENCES:
                 raise checks.bad("divergence", f"a function or one of {list(self.DIVERGENCES)}", divergence)
@@ -367,7 +367,7 @@ class TokenKD:
         if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int)):
             raise checks.bad("pad_id", "an integer id or None", pad_id)
         self.teacher, self.divergence = teacher, divergence
-        self.temperature, self.alpha = checks.temperature(temperature), checks.alpha(alpha)
+        self.temperature, self.alpha = checks.positive("temperature", temperature), checks.probability("alpha", alpha)
         self.prompt, self.pad_id = prompt, pad_id
 
     def scored(self, batch: torch.Tensor) -> torch.Tensor | None:
@@ -426,7 +426,7 @@ def train(model: nn.Module, batches, steps: int, loss=cross_entropy, lr: float =
     step whose loss was finite (those before that step's update, kept in one copy of the weights), left in eval
     mode, and the history so far is attached as ``err.history``.
     """
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     if not callable(batches) or isinstance(batches, torch.Tensor):
         raise TypeError(f"batches: expected a function of a torch.Generator returning (B, L + 1) ids, e.g. "
                         f"lambda g: windows(ids, 32, 128, g), got {type(batches).__name__}")
@@ -439,11 +439,11 @@ def train(model: nn.Module, batches, steps: int, loss=cross_entropy, lr: float =
                         f"got {type(history).__name__}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < steps:
         raise checks.bad("warmup", f"an integer from 0 to steps - 1 = {steps - 1}", warmup)
-    clip = checks.temperature(clip, "clip")  # a positive finite gradient norm
+    clip = checks.positive("clip", clip)  # a positive finite gradient norm
     generator = torch.Generator().manual_seed(seed)  # on the CPU: windows and samples draw their indices there
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=checks.temperature(lr, "lr"),
-                            weight_decay=checks.non_negative(weight_decay, "weight_decay"))
+    opt = torch.optim.AdamW(model.parameters(), lr=checks.positive("lr", lr),
+                            weight_decay=checks.non_negative("weight_decay", weight_decay))
 
     def rate(step):  # multiplier of lr at a step: linear warm-up, then constant or a half cosine to 0
         if step < warmup:
@@ -512,7 +512,7 @@ def bits_per_char(model: nn.Module, ids: torch.Tensor, length: int | None = None
     The text (the first ``max_chars`` ids if given) is cut into non-overlapping windows of ``length`` (default: the
     model's context); each window starts without context, as in the book's training.
     """
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     model.eval()
     total, count = 0.0, 0
     for rows in _chunks(ids, model.config["context"] if length is None else length, batch, max_chars):
@@ -530,7 +530,7 @@ def kl_to_teacher(teacher: nn.Module, student: nn.Module, ids: torch.Tensor, len
     How far the student's next-character distribution is from the teacher's, on the same windows as
     :func:`bits_per_char`.
     """
-    checks.nn_module(teacher, "teacher"), checks.nn_module(student, "student")
+    checks.nn_module("teacher", teacher), checks.nn_module("student", student)
     teacher.eval(), student.eval()
     total, count = 0.0, 0
     for rows in _chunks(ids, student.config["context"] if length is None else length, batch, max_chars):
@@ -549,7 +549,7 @@ def sample_bits(teacher: nn.Module, samples: torch.Tensor, prompt_length: int) -
     means text the teacher finds likely (fluent, corpus-like); it rewards repetitive text too, so read it beside
     :func:`distinct_ngrams`.
     """
-    checks.nn_module(teacher, "teacher")
+    checks.nn_module("teacher", teacher)
     teacher.eval()
     context = teacher.config["context"]
     if samples.ndim != 2 or not 2 <= samples.shape[1] <= context + 1:

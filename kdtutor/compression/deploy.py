@@ -54,7 +54,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
     mode, no gradients): an example it cannot take, or on which it does not return one row of logits per sample, is
     refused with a ``ValueError`` naming the shape, before the exporter's own error messages.
     """
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     if not isinstance(example, torch.Tensor):
         raise ValueError(f"example: expected a tensor batch of inputs to trace the model on, got "
                          f"{type(example).__name__}")

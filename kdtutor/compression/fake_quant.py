@@ -78,7 +78,7 @@ def quantize_aware(model: nn.Module, reduce_range: bool = True) -> nn.Module:
     """A copy of ``model`` with every ``nn.Conv2d`` and ``nn.Linear`` wrapped in
     :class:`~kdtutor.compression.FakeQuantized`; ``reduce_range`` as for the deployment's
     :func:`~kdtutor.compression.quantize_static` (train for the grid the model will be stored on)."""
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ValueError(f"model: a {type(model).__name__} with BatchNorm; fold BatchNorm into the convolutions "
                          "first (fake quantization here does not simulate the folding ONNX Runtime does)")
@@ -96,7 +96,7 @@ def quantize_aware(model: nn.Module, reduce_range: bool = True) -> nn.Module:
 def strip(model: nn.Module) -> nn.Module:
     """A copy of a :func:`~kdtutor.compression.quantize_aware` model without the wrappers: the original class, the
     fine-tuned weights."""
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     plain = copy.deepcopy(model)
     wrappers = [(name, m) for name, m in plain.named_modules() if isinstance(m, FakeQuantized)]
     for name, wrapper in wrappers:

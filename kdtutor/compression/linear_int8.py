@@ -28,7 +28,7 @@ def int8_linear(model: nn.Module, dynamic_activations: bool = True) -> nn.Module
 
     torchao's ``Int8DynamicActivationInt8WeightConfig`` (``dynamic_activations=True``) or ``Int8WeightOnlyConfig``.
     """
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     if not any(isinstance(m, nn.Linear) for m in model.modules()):
         raise ValueError(f"model: a {type(model).__name__} has no nn.Linear layer for torchao to quantize")
     try:

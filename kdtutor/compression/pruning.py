@@ -60,7 +60,7 @@ def prune_magnitude(model: nn.Module, amount: float) -> nn.Module:
     masks are removed afterwards, so the copy's ``state_dict`` has the original names and shapes.
     """
     amount = _ratio(amount, "amount")
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     pruned = copy.deepcopy(model)
     layers = [(layer, "weight") for _, layer in prunable(pruned)]
     if not layers:
@@ -88,7 +88,7 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor | None 
     torch-pruning would silently leave such a layer unpruned, and a larger ratio could then give a larger model.
     """
     ratio = _ratio(ratio, "ratio")
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     if example is None:
         if not isinstance(model, CNN):
             raise ValueError(f"example: a {type(model).__name__} needs an example input batch to trace")

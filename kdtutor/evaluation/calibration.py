@@ -43,7 +43,7 @@ class Reliability:
 
 
 def _check(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> None:
-    checks.temperature(temperature)
+    checks.positive("temperature", temperature)
     if not torch.is_tensor(logits) or not torch.is_tensor(labels):
         raise TypeError(f"logits: expected tensors of logits and labels, got {type(logits).__name__} and "
                         f"{type(labels).__name__}")
@@ -86,7 +86,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, low: float = 0.0
     degenerate: e.g. all predictions right and extremely confident).
     """
     _check(logits, labels)
-    low, high = checks.temperature(low, "low"), checks.temperature(high, "high")
+    low, high = checks.positive("low", low), checks.positive("high", high)
     if not high > low:
         raise checks.bad("high", f"a number above low={low:g}", high)
     logits = logits.double()

@@ -22,7 +22,7 @@ __all__ = ["latency", "size_bytes"]
 
 def size_bytes(model: nn.Module) -> int:
     """Bytes of the model's ``state_dict`` as ``torch.save`` writes it (parameters, buffers and a little framing)."""
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes

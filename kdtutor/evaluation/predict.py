@@ -71,7 +71,7 @@ def compute_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devi
     :func:`~kdtutor.evaluation.cached_logits` to keep them on disk across notebooks. Shows a progress bar on large
     data (20,000 samples or more) unless ``verbose=False``.
     """
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     nonempty("data", data)
     data = OnDevice(data, _device_of(model, device))
     return torch.cat([logits.float().cpu() for logits, _ in _outputs(model, data, batch_size, verbose)])
@@ -87,7 +87,7 @@ def compute_features(model: nn.Module, data: Dataset, layers, batch_size: int = 
     are held in memory: the book's teacher's two convolution blocks, ``features.3`` (32 x 14 x 14) and
     ``features.7`` (64 x 7 x 7), take about 37 KB per image.
     """
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     nonempty("data", data)
     layers = list(layers)
     if not layers or not all(isinstance(name, str) for name in layers):
@@ -128,7 +128,7 @@ def fidelity(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> dict
 
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 1024, device=None) -> float:
     """Top-1 accuracy of ``model`` on ``data``, a fraction in [0, 1]. The model's train/eval mode is restored."""
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     nonempty("data", data)
     data = OnDevice(data, _device_of(model, device))
     correct, total = 0, 0
@@ -164,7 +164,7 @@ def cached_logits(model: nn.Module, data: Dataset, batch_size: int = 1024, devic
     cached file is used only if it is intact, carries the same key and holds finite float32 logits with one row per
     sample; anything else (a corrupt file, another pickle, wrong shapes, NaN) is recomputed and overwritten.
     """
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     nonempty("data", data)
     dev = _device_of(model, device)
     inputs = OnDevice(data, "cpu").tensors

@@ -32,8 +32,8 @@ def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
 
     ``features``: ``B x C x H x W``; returns ``B x (H*W)``, each row of unit length.
     """
-    checks.feature_maps(features, "features")
-    p = checks.temperature(p, "p")  # a positive finite exponent
+    checks.feature_maps("features", features)
+    p = checks.positive("p", p)  # a positive finite exponent
     return F.normalize(checks.full_precision(features).abs().pow(p).mean(1).flatten(1), dim=1)
 
 
@@ -44,8 +44,8 @@ def attention_transfer_loss(student_features: torch.Tensor, teacher_features: to
     The authors' code's form, to be weighted by their :math:`\beta` (1000) as is: no :math:`\beta/2` as in the
     paper's equation. The teacher's maps are computed in the student's precision.
     """
-    checks.feature_maps(student_features, "student_features")
-    checks.feature_maps(teacher_features, "teacher_features")
+    checks.feature_maps("student_features", student_features)
+    checks.feature_maps("teacher_features", teacher_features)
     s, t = student_features.shape, teacher_features.shape
     if s[0] != t[0] or s[2:] != t[2:]:
         raise ValueError(f"teacher_features: shape {tuple(t)} does not match student_features {tuple(s)} in batch "
@@ -65,7 +65,7 @@ class AttentionTransfer(FeatureObjective):
 
     def __init__(self, teacher_features: dict, pairs: dict, weight: float = 1000.0, p: float = 2.0):
         super().__init__(teacher_features, pairs, weight)
-        self.p = checks.temperature(p, "p")
+        self.p = checks.positive("p", p)
 
     def forward(self, out: torch.Tensor, batch: Batch, features) -> torch.Tensor:
         return self.weight * sum(attention_transfer_loss(features[s], self.teacher_features(batch, t), self.p)

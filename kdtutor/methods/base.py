@@ -90,7 +90,7 @@ class CrossEntropy(Objective):
 
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
-        self.label_smoothing = checks.probability(label_smoothing, "label_smoothing")
+        self.label_smoothing = checks.probability("label_smoothing", label_smoothing)
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return F.cross_entropy(out.float().flatten(0, -2), batch.y.flatten().long(),
@@ -115,7 +115,7 @@ class TeacherObjective(Objective):
         if (teacher is None) == (teacher_logits is None):
             raise ValueError("teacher_logits: pass either a teacher or its cached logits, exactly one of them")
         if isinstance(teacher, type):
-            checks.nn_module(teacher, "teacher")  # a class where the model is expected: says so
+            checks.nn_module("teacher", teacher)  # a class where the model is expected: says so
         if teacher is not None and not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher: expected an nn.Module (the teacher model), got {type(teacher).__name__}; "
                             "cached outputs go to teacher_logits=")
@@ -194,7 +194,7 @@ class FeatureObjective(Objective):
         self.pairs = dict(pairs)
         self.features = tuple(self.pairs)
         self.cache = {name: _as_features(teacher_features[name], name) for name in dict.fromkeys(pairs.values())}
-        self.weight = checks.non_negative(weight, "weight")
+        self.weight = checks.non_negative("weight", weight)
 
     def setup(self, train: OnDevice, augment) -> None:
         if augment is not None:

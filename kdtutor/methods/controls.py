@@ -32,7 +32,7 @@ def permuted_soft_targets(teacher_logits: torch.Tensor, targets: torch.Tensor, t
     returned as logits :math:`T \log p'`, so that ``softmax(result / T) == p'`` and it can stand in wherever teacher
     logits are expected (e.g. cached ``teacher_logits`` at the same temperature). Furlanello et al. (2018).
     """
-    t = checks.temperature(temperature)
+    t = checks.positive("temperature", temperature)
     checks.targets(targets, teacher_logits)
     n, c = teacher_logits.shape
     p = F.softmax(teacher_logits.double() / t, dim=1)

@@ -73,12 +73,12 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets
     20-epoch warm-up of the DKD term. Needs at least 2 classes. Float64 logits stay float64; half precision is
     computed in float32.
     """
-    t = checks.temperature(temperature)
-    checks.tensor(student_logits, "student_logits"), checks.tensor(teacher_logits, "teacher_logits")
-    checks.tensor(targets, "targets")
+    t = checks.positive("temperature", temperature)
+    checks.tensor("student_logits", student_logits), checks.tensor("teacher_logits", teacher_logits)
+    checks.tensor("targets", targets)
     checks.logits_pair(student_logits, teacher_logits)
     checks.targets(targets, student_logits)  # fewer than 2 classes: refused by dkd_terms, which every DKD path runs
-    tc, nc = checks.non_negative(tckd_weight, "tckd_weight"), checks.non_negative(nckd_weight, "nckd_weight")
+    tc, nc = checks.non_negative("tckd_weight", tckd_weight), checks.non_negative("nckd_weight", nckd_weight)
     return _dkd_loss(student_logits, teacher_logits, targets, t, tc, nc)
 
 
@@ -94,9 +94,9 @@ class DecoupledKD(TeacherObjective):
     def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
                  tckd_weight: float = 1.0, nckd_weight: float = 8.0):
         super().__init__(teacher, teacher_logits)
-        self.temperature = checks.temperature(temperature)
-        self.tckd_weight = checks.non_negative(tckd_weight, "tckd_weight")
-        self.nckd_weight = checks.non_negative(nckd_weight, "nckd_weight")
+        self.temperature = checks.positive("temperature", temperature)
+        self.tckd_weight = checks.non_negative("tckd_weight", tckd_weight)
+        self.nckd_weight = checks.non_negative("nckd_weight", nckd_weight)
 
     def check(self, out: torch.Tensor, batch: Batch) -> None:
         if out.ndim == 2 and out.shape[1] < 2:  # one class has no non-target classes: NCKD would be 0/0

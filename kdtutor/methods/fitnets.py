@@ -34,7 +34,7 @@ def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor) ->
     The shapes must match: pass the student's features through the regressor first (see the module docstring).
     The :math:`\tfrac{1}{2}` makes a weight :math:`w` here equal to mdistiller's ``F.mse_loss`` weight :math:`w/2`.
     """
-    checks.tensor(student_features, "student_features"), checks.tensor(teacher_features, "teacher_features")
+    checks.tensor("student_features", student_features), checks.tensor("teacher_features", teacher_features)
     if student_features.shape != teacher_features.shape:
         raise ValueError(f"student_features: shape {tuple(student_features.shape)} does not match teacher_features "
                          f"{tuple(teacher_features.shape)}; map the student's features to the teacher's with a learned "
@@ -69,7 +69,7 @@ class FitNets(FeatureObjective):
         model.train(was_training)
         widths = {}
         for s in self.pairs:
-            checks.feature_maps(acts[s], f"pairs (the output of student layer {s!r})")
+            checks.feature_maps(f"pairs (the output of student layer {s!r})", acts[s])
             widths[s] = acts[s].shape[1]
         if len(self.regressors) and all(self.regressors[_key(s)].in_channels == c for s, c in widths.items()):
             return  # a continued run on the same student: keep the trained regressors

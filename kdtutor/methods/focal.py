@@ -48,12 +48,12 @@ def focal_distillation_loss(student_logits: torch.Tensor, old_logits: torch.Tens
     See the module docstring for the formula. ``old_logits`` are the old model's logits on the same batch (same
     classes as the new model's). Weights must be non-negative.
     """
-    t = checks.temperature(temperature)
-    checks.tensor(student_logits, "student_logits"), checks.tensor(old_logits, "old_logits")
-    checks.tensor(targets, "targets")
+    t = checks.positive("temperature", temperature)
+    checks.tensor("student_logits", student_logits), checks.tensor("old_logits", old_logits)
+    checks.tensor("targets", targets)
     checks.logits_pair(student_logits, old_logits)
     checks.targets(targets, student_logits)
-    base, focal = checks.non_negative(base_weight, "base_weight"), checks.non_negative(focal_weight, "focal_weight")
+    base, focal = checks.non_negative("base_weight", base_weight), checks.non_negative("focal_weight", focal_weight)
     return _focal_distillation_loss(student_logits, old_logits, targets, t, base, focal)
 
 
@@ -70,9 +70,9 @@ class FocalDistillation(TeacherObjective):
     def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 1.0,
                  base_weight: float = 1.0, focal_weight: float = 5.0):
         super().__init__(teacher, teacher_logits)
-        self.temperature = checks.temperature(temperature)
-        self.base_weight = checks.non_negative(base_weight, "base_weight")
-        self.focal_weight = checks.non_negative(focal_weight, "focal_weight")
+        self.temperature = checks.positive("temperature", temperature)
+        self.base_weight = checks.non_negative("base_weight", base_weight)
+        self.focal_weight = checks.non_negative("focal_weight", focal_weight)
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return _focal_distillation_loss(out, self.teacher_logits(batch), batch.y, self.temperature,

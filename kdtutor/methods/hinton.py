@@ -42,7 +42,7 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     :math:`T = 1` is the ordinary softmax; larger :math:`T` gives softer distributions that reveal how the model
     ranks the wrong classes ("dark knowledge").
     """
-    return F.softmax(logits / checks.temperature(temperature), dim=-1)
+    return F.softmax(logits / checks.positive("temperature", temperature), dim=-1)
 
 
 def _full(x: torch.Tensor) -> torch.Tensor:
@@ -64,8 +64,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     gradient with respect to the student logits is :math:`T (q - p) / B`. The teacher logits should carry no
     gradient (compute them under ``torch.no_grad()``). Hinton, Vinyals & Dean (2015), eq. (2) and §2.
     """
-    t = checks.temperature(temperature)
-    checks.tensor(student_logits, "student_logits"), checks.tensor(teacher_logits, "teacher_logits")
+    t = checks.positive("temperature", temperature)
+    checks.tensor("student_logits", student_logits), checks.tensor("teacher_logits", teacher_logits)
     checks.logits_pair(student_logits, teacher_logits)
     return _kd_loss(student_logits, teacher_logits, t)
 
@@ -91,10 +91,10 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     term with its ``alpha`` (and the soft term, also times :math:`T^2`, with ``1 - alpha``): its ``alpha=0.1`` is
     ``alpha=0.9`` here.
     """
-    t = checks.temperature(temperature)
-    a = checks.alpha(alpha)
-    checks.tensor(student_logits, "student_logits"), checks.tensor(teacher_logits, "teacher_logits")
-    checks.tensor(targets, "targets")
+    t = checks.positive("temperature", temperature)
+    a = checks.probability("alpha", alpha)
+    checks.tensor("student_logits", student_logits), checks.tensor("teacher_logits", teacher_logits)
+    checks.tensor("targets", targets)
     checks.logits_pair(student_logits, teacher_logits)
     checks.targets(targets, student_logits)
     return _distillation_loss(student_logits, teacher_logits, targets, t, a)
@@ -116,8 +116,8 @@ class Distillation(TeacherObjective):
     def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
                  alpha: float = 0.9, labelled=None):
         super().__init__(teacher, teacher_logits)
-        self.temperature = checks.temperature(temperature)
-        self.alpha = checks.alpha(alpha)
+        self.temperature = checks.positive("temperature", temperature)
+        self.alpha = checks.probability("alpha", alpha)
         self.labelled = None if labelled is None else _as_mask(labelled)
 
     def setup(self, train: OnDevice, augment) -> None:

@@ -51,10 +51,10 @@ def lwf_loss(student_logits: torch.Tensor, old_logits: torch.Tensor, targets: to
     C_old`` with ``C_old < C_new`` allowed (that is the point); ``old_classes``: ``C_old`` distinct indices into the
     new model's classes, the ``k``-th old output being new class ``old_classes[k]``.
     """
-    t = checks.temperature(temperature)
-    weight = checks.non_negative(lwf_weight, "lwf_weight")
-    checks.tensor(student_logits, "student_logits"), checks.tensor(old_logits, "old_logits")
-    checks.tensor(targets, "targets")
+    t = checks.positive("temperature", temperature)
+    weight = checks.non_negative("lwf_weight", lwf_weight)
+    checks.tensor("student_logits", student_logits), checks.tensor("old_logits", old_logits)
+    checks.tensor("targets", targets)
     checks.targets(targets, student_logits)
     index = old_class_index(old_classes, student_logits, old_logits)
     return _lwf_loss(student_logits, old_logits, targets, index.to(student_logits.device), t, weight)
@@ -93,8 +93,8 @@ class LearningWithoutForgetting(TeacherObjective):
     def __init__(self, old_classes, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 2.0,
                  lwf_weight: float = 1.0):
         super().__init__(teacher, teacher_logits)
-        self.temperature = checks.temperature(temperature)
-        self.lwf_weight = checks.non_negative(lwf_weight, "lwf_weight")
+        self.temperature = checks.positive("temperature", temperature)
+        self.lwf_weight = checks.non_negative("lwf_weight", lwf_weight)
         self.register_buffer("old_classes", _as_class_index(old_classes), persistent=False)
 
     def check(self, out: torch.Tensor, batch: Batch) -> None:

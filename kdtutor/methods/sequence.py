@@ -83,7 +83,7 @@ def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask:
     Mass-covering: the student is punished wherever the teacher has mass it lacks. On ``(N, vocab)`` logits without
     a mask this is :func:`~kdtutor.losses.kd_loss`. Hinton, Vinyals & Dean (2015); Kim & Rush (2016), word-level KD.
     """
-    t = checks.temperature(temperature)
+    t = checks.positive("temperature", temperature)
     log_q, log_p = _token_log_probs(student_logits, teacher_logits, mask, t)
     return kl_rows(log_p, log_q).mean() * t * t
 
@@ -96,7 +96,7 @@ def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask:
     Mode-seeking: the student is punished for mass where the teacher has little, not for missing a teacher mode.
     MiniLLM (Gu et al. 2024) minimises it at the sequence level; this is its token-level form.
     """
-    t = checks.temperature(temperature)
+    t = checks.positive("temperature", temperature)
     log_q, log_p = _token_log_probs(student_logits, teacher_logits, mask, t)
     return kl_rows(log_q, log_p).mean() * t * t
 
@@ -122,8 +122,8 @@ def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     :math:`\beta` (near :math:`\beta\,\mathrm{KL}(p \,\|\, q)` for small :math:`\beta`): a new ``beta`` needs its own
     loss weight.
     """
-    t = checks.temperature(temperature)
-    b = checks.probability(beta, "beta")
+    t = checks.positive("temperature", temperature)
+    b = checks.probability("beta", beta)
     log_q, log_p = _token_log_probs(student_logits, teacher_logits, mask, t)
     if b == 0.0:
         return kl_rows(log_p, log_q).mean() * t * t

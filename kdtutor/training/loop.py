@@ -85,7 +85,7 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     """
     cfg = _settings(config, settings)
     objective = _objective(loss, teacher, teacher_logits, temperature, alpha)
-    checks.nn_module(model, "model")
+    checks.nn_module("model", model)
     _check_parameters(model)
     if history is not None and not isinstance(history, History):
         raise TypeError(f"history: expected a kdtutor History (e.g. the one an earlier fit returned) or None, got "
