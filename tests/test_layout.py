@@ -154,3 +154,12 @@ def test_checkpoint_imports_by_name_only_the_modules_of_its_fixed_table():
     from kdtutor.checkpoint import LAZY_ARCHITECTURES
 
     assert LAZY_ARCHITECTURES == {"CharTransformer": "kdtutor.lm"}
+
+
+def test_fit_reads_on_one_screen():
+    """``fit``'s body (without its docstring) stays within 60 lines: the setup, the epoch and the step are named
+    helpers (``_Run.prepare``, ``_Run.train_epoch``, ``_Run.step``), the error reports too."""
+    tree = ast.parse((PACKAGE / "training" / "loop.py").read_text())
+    fit = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "fit")
+    body = fit.body[1:] if isinstance(fit.body[0], ast.Expr) else fit.body
+    assert body[-1].end_lineno - body[0].lineno + 1 <= 60

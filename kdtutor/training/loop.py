@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -50,6 +50,7 @@ from kdtutor.models import record_activations
 from kdtutor.progress import bar
 from kdtutor.training import distributed
 from kdtutor.training.config import TrainConfig
+from kdtutor.training.history import EpochStats, History
 
 __all__ = ["History", "default_device", "fit"]
 
@@ -90,90 +91,140 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     if history is not None and not isinstance(history, History):
         raise TypeError(f"history: expected a kdtutor History (e.g. the one an earlier fit returned) or None, got "
                         f"{type(history).__name__}")
-    device = torch.device(device) if device is not None else default_device()
-    procs = distributed.group(device)  # one process, or this one's place among torchrun's (module docstring)
-    device, verbose = procs.device, verbose and procs.rank == 0
-    data = OnDevice(nonempty("train", train), device, cfg.channels_last)
-    val_data = OnDevice(nonempty("val", val), device, cfg.channels_last) if val is not None else None
-    model.to(device)
-    with torch.random.fork_rng(devices=[]):  # parameters an objective builds start from the run's seed
-        torch.manual_seed(cfg.seed)
-        objective.attach(model, data)  # e.g. a FitNets regressor sized to the student's features
-    objective.to(device).setup(data, cfg.augment)
-    if cfg.channels_last:  # convolutions in the channels-last layout: the student's, and every online teacher's
-        for net in (model, *objective.teachers()):
-            net.to(memory_format=torch.channels_last)
-    procs.broadcast(objective)  # e.g. the same FitNets regressors on every process
-    labels = _label_ranges(data, val_data, objective.labelled)  # every label, checked once against the outputs
-    params = [p for p in (*model.parameters(), *objective.parameters()) if p.requires_grad]
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError(f"model: has no trainable parameters ({type(model).__name__}); nothing for fit to train")
-    steps_per_epoch = math.ceil(len(data) / (cfg.batch_size * procs.world_size))
-    opt, sched = _optimizer(cfg, params, steps=cfg.epochs * steps_per_epoch, fused=device.type == "cuda")
-    amp_dtype = _amp_dtype(device, cfg)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    net = procs.wrap(model, some_unused=bool(objective.features))  # the model, or DDP around it
-    torch.manual_seed(cfg.seed + procs.rank)  # dropout and augmentation differ between processes
-    shuffle = data.generator(cfg.seed)  # the same order on every process, which takes its own part of each batch
+    run = _Run.prepare(model, train, val, cfg, objective, device, verbose)
     history = history if history is not None else History()
     history.interrupted = False
     first = history.epoch[-1] + 1 if history.epoch else 1
-    last, epoch, step, batch, checked = first + cfg.epochs - 1, first, 0, None, False
+    where = _Where(epoch=first)  # the epoch, step and batch reached: what the handlers below report
     hooks = record_activations(model, objective.features) if objective.features else nullcontext({})
-    labelled = objective.labelled  # the rows the training accuracy counts (None: all of them)
     good = _Snapshot(model, objective)  # the weights at the start of the epoch, restored if training diverges
     try:
-        with hooks as features, procs.catch_interrupts():
-            for epoch in range(first, last + 1):
+        with hooks as features, run.procs.catch_interrupts():
+            for where.epoch in range(first, first + cfg.epochs):
                 good.take()
-                model.train()
-                objective.train()
-                start, step, stats = time.perf_counter(), 0, _EpochStats(procs, epoch, cfg.check_every)
-                batches = bar(data.batches(cfg.batch_size, shuffle, True, procs.rank, procs.world_size),
-                              total=steps_per_epoch, desc=f"epoch {epoch}", verbose=verbose, delay=2,
-                              leave=False)  # long epochs only
-                for step, batch in enumerate(batches, start=1):
-                    if cfg.augment is not None:
-                        batch = batch._replace(x=cfg.augment(batch.x))
-                    with autocast():
-                        out = net(batch.x)
-                        if not checked:  # shapes and labels, once (the only host sync before the first check)
-                            _check_outputs(out, labels)
-                            objective.check(out, batch)
-                            checked = True
-                        value = objective(out, batch, features)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(value).backward()
-                    procs.average_gradients(objective.parameters())
-                    scaler.step(opt)
-                    scaler.update()
-                    sched.step()
-                    stats.add(value, out, batch.y, step, None if labelled is None else labelled[batch.idx])
-                stats.close(step, last=True)
-                _check_weights(params, epoch)
-                procs.broadcast(model, parameters=False)  # rank 0's BatchNorm statistics (the weights agree)
-                val_acc = _validate(model, val_data, procs) if val_data is not None else float("nan")
-                history.add(epoch, stats, val_acc, opt.param_groups[0]["lr"], time.perf_counter() - start)
-                if verbose:
-                    print(history.line(last), flush=True)
-            if procs.agree(procs.interrupted)[0]:  # a Ctrl-C after the last check: not lost, the run is complete
+                start = time.perf_counter()
+                stats = run.train_epoch(where, features)
+                _check_weights(run.params, where.epoch)
+                run.procs.broadcast(model, parameters=False)  # rank 0's BatchNorm statistics (the weights agree)
+                val_acc = _validate(model, run.val, run.procs) if run.val is not None else float("nan")
+                history.add(where.epoch, stats.mean_loss(), stats.accuracy(), val_acc,
+                            run.opt.param_groups[0]["lr"], time.perf_counter() - start)
+                if run.verbose:
+                    print(history.line(first + cfg.epochs - 1), flush=True)
+            if run.procs.agree(run.procs.interrupted)[0]:  # a Ctrl-C after the last check: the run is complete
                 history.interrupted = True
     except KeyboardInterrupt:
         history.interrupted = True
-        if procs.rank == 0:
-            print(f"Interrupted in epoch {epoch}, step {step}: the model keeps the weights trained so far; the "
-                  f"history holds the {len(history)} completed epoch(s).", flush=True)
+        _report_interrupt(run.procs, where, history)
     except FloatingPointError as err:
         good.restore()
-        cause = _bad_input(data) or (objective.diagnose(batch) if batch is not None else None)
-        stopped = FloatingPointError(f"{err}; {cause or 'lower the learning rate, or check the inputs'}. The model "
-                                     f"is back at its weights from the start of epoch {epoch}")
-        stopped.history = history
-        raise stopped from None
+        raise _diverged(err, run, where, history) from None
     finally:
         model.eval()
     return history
+
+
+# --- one run: what fit sets up, and one epoch of steps ---------------------------------------------------------------
+
+
+@dataclass
+class _Where:
+    """How far a run got: the epoch, the step within it and the last batch (for the interrupt and error reports)."""
+
+    epoch: int
+    step: int = 0
+    batch: object = None
+
+
+class _Run:
+    """What one ``fit`` call sets up before its first step (:meth:`prepare`) and the epochs it trains with it."""
+
+    @classmethod
+    def prepare(cls, model, train, val, cfg: TrainConfig, objective: Objective, device, verbose: bool) -> _Run:
+        run = cls()
+        run.model, run.objective, run.cfg = model, objective, cfg
+        device = torch.device(device) if device is not None else default_device()
+        run.procs = procs = distributed.group(device)  # one process, or this one's place among torchrun's
+        device, run.verbose = procs.device, verbose and procs.rank == 0
+        run.data = OnDevice(nonempty("train", train), device, cfg.channels_last)
+        run.val = OnDevice(nonempty("val", val), device, cfg.channels_last) if val is not None else None
+        model.to(device)
+        with torch.random.fork_rng(devices=[]):  # parameters an objective builds start from the run's seed
+            torch.manual_seed(cfg.seed)
+            objective.attach(model, run.data)  # e.g. a FitNets regressor sized to the student's features
+        objective.to(device).setup(run.data, cfg.augment)
+        if cfg.channels_last:  # convolutions in the channels-last layout: the student's, and every online teacher's
+            for net in (model, *objective.teachers()):
+                net.to(memory_format=torch.channels_last)
+        procs.broadcast(objective)  # e.g. the same FitNets regressors on every process
+        run.labels = _label_ranges(run.data, run.val, objective.labelled)  # checked once against the outputs
+        run.params = [p for p in (*model.parameters(), *objective.parameters()) if p.requires_grad]
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(f"model: has no trainable parameters ({type(model).__name__}); nothing for fit to train")
+        run.steps_per_epoch = math.ceil(len(run.data) / (cfg.batch_size * procs.world_size))
+        run.opt, run.sched = _optimizer(cfg, run.params, steps=cfg.epochs * run.steps_per_epoch,
+                                        fused=device.type == "cuda")
+        amp_dtype = _amp_dtype(device, cfg)
+        run.autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+        run.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        run.net = procs.wrap(model, some_unused=bool(objective.features))  # the model, or DDP around it
+        torch.manual_seed(cfg.seed + procs.rank)  # dropout and augmentation differ between processes
+        run.shuffle = run.data.generator(cfg.seed)  # the same order on every process, each takes its part of a batch
+        run.check = run._check_first
+        return run
+
+    def train_epoch(self, where: _Where, features: dict) -> EpochStats:
+        """One pass over the training data; the losses are checked every ``check_every`` steps and at the end."""
+        self.model.train()
+        self.objective.train()
+        where.step, stats = 0, EpochStats(self.procs, where.epoch, self.cfg.check_every)
+        labelled = self.objective.labelled  # the rows the training accuracy counts (None: all of them)
+        batches = bar(self.data.batches(self.cfg.batch_size, self.shuffle, True, self.procs.rank,
+                                        self.procs.world_size),
+                      total=self.steps_per_epoch, desc=f"epoch {where.epoch}", verbose=self.verbose, delay=2,
+                      leave=False)  # long epochs only
+        for where.step, batch in enumerate(batches, start=1):
+            where.batch, out, value = self.step(batch, features)
+            stats.add(value, out, where.batch.y, where.step, None if labelled is None else labelled[batch.idx])
+        stats.close(where.step, last=True)
+        return stats
+
+    def step(self, batch, features: dict):
+        """One optimizer step on ``batch`` (augmented first, if the run augments): the batch, outputs and loss."""
+        if self.cfg.augment is not None:
+            batch = batch._replace(x=self.cfg.augment(batch.x))
+        with self.autocast():
+            out = self.net(batch.x)
+            self.check(out, batch)
+            value = self.objective(out, batch, features)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(value).backward()
+        self.procs.average_gradients(self.objective.parameters())
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return batch, out, value
+
+    def _check_first(self, out: torch.Tensor, batch) -> None:
+        """Shapes and labels on the run's first batch (its only host sync before the first loss check); then none."""
+        _check_outputs(out, self.labels)
+        self.objective.check(out, batch)
+        self.check = lambda out, batch: None
+
+
+def _report_interrupt(procs: distributed.Group, where: _Where, history: History) -> None:
+    if procs.rank == 0:
+        print(f"Interrupted in epoch {where.epoch}, step {where.step}: the model keeps the weights trained so far; "
+              f"the history holds the {len(history)} completed epoch(s).", flush=True)
+
+
+def _diverged(err: FloatingPointError, run: _Run, where: _Where, history: History) -> FloatingPointError:
+    """The error a non-finite loss or weight raises: its likeliest cause, and the history attached."""
+    cause = _bad_input(run.data) or (run.objective.diagnose(where.batch) if where.batch is not None else None)
+    stopped = FloatingPointError(f"{err}; {cause or 'lower the learning rate, or check the inputs'}. The model is "
+                                 f"back at its weights from the start of epoch {where.epoch}")
+    stopped.history = history
+    return stopped
 
 
 # --- what fit is given ---------------------------------------------------------------------------------------------
@@ -286,64 +337,8 @@ def _amp_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
     return torch.bfloat16 if native_bf16 else torch.float16
 
 
-# --- what fit records ----------------------------------------------------------------------------------------------
+# --- what fit keeps and checks -----------------------------------------------------------------------------------
 
-
-class _EpochStats:
-    """Loss and accuracy summed on the device; losses checked for NaN/inf every ``check_every`` steps.
-
-    With several processes each check is agreed on by all of them (one small all-reduce), so that a non-finite loss
-    or a Ctrl-C on one process stops every process at the same step, and the epoch's sums are added up at its end.
-    """
-
-    def __init__(self, procs: distributed.Group, epoch: int, check_every: int):
-        self.procs, self.epoch, self.check_every, self.window = procs, epoch, check_every, []
-        self.loss_sum = torch.zeros((), device=procs.device)
-        self.correct = torch.zeros((), device=procs.device, dtype=torch.int64)
-        self.seen, self.steps = 0, 0  # seen: an int, or a device tensor when only some rows are labelled
-
-    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, step: int,
-            rows: torch.Tensor | None = None) -> None:
-        """Record a step; ``rows`` (bool, one per sample) marks the labelled samples, the only ones counted."""
-        self.window.append(loss.detach())
-        right = out.detach().argmax(-1) == y
-        if rows is None:
-            self.correct += right.sum()
-            self.seen += y.numel()
-        else:  # summed on the device: no host sync
-            self.correct += (right & rows).sum()
-            self.seen = self.seen + rows.sum()
-        if len(self.window) == self.check_every:
-            self.close(step)
-
-    def close(self, step: int, last: bool = False) -> None:
-        """Check the losses since the last check; at the epoch's ``last`` step, also add up the processes' sums."""
-        if not self.window and not (last and self.procs.distributed):
-            return
-        losses = torch.stack(self.window) if self.window else torch.zeros(0, device=self.procs.device)
-        finite = torch.isfinite(losses)
-        here = not bool(finite.all())
-        anywhere, stop = self.procs.agree(here, self.procs.interrupted)
-        if here:
-            first = int((~finite).nonzero()[0])
-            bad_step = step - len(self.window) + 1 + first
-            where = f" on rank {self.procs.rank}" if self.procs.distributed else ""
-            raise FloatingPointError(f"loss became {losses[first].item()}{where} at epoch {self.epoch}, step "
-                                     f"{bad_step} (training stopped)")
-        if anywhere:
-            raise FloatingPointError(f"loss became non-finite on another rank by epoch {self.epoch}, step {step} "
-                                     "(training stopped on every rank)")
-        if stop:
-            raise KeyboardInterrupt
-        self.loss_sum += losses.sum()
-        self.steps += len(self.window)
-        self.window = []
-        if last and self.procs.distributed:
-            total = self.procs.sum(torch.stack([self.loss_sum.double(), self.correct.double(),
-                                                torch.as_tensor(self.seen, device=self.procs.device).double(),
-                                                torch.tensor(float(self.steps), device=self.procs.device)]))
-            self.loss_sum, self.correct = total[0], total[1]
-            self.seen, self.steps = int(total[2]), int(total[3])
 
 class _Snapshot:
     """A copy of the model's (and the objective's) weights, taken at the start of each epoch."""
@@ -389,62 +384,3 @@ def _check_weights(params: list[torch.Tensor], epoch: int) -> None:
     """Weights can turn NaN or infinite while every loss so far was finite (e.g. a huge learning rate)."""
     if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
         raise FloatingPointError(f"weights became NaN or infinite in epoch {epoch}")
-
-
-@dataclass
-class History:
-    """Per-epoch record of a :func:`fit` run (one entry per *completed* epoch)."""
-
-    epoch: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)  # of the labelled rows (NaN if an epoch had none)
-    val_acc: list[float] = field(default_factory=list)  # NaN when fit had no val set
-    lr: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    interrupted: bool = False
-
-    COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds")
-
-    def __len__(self) -> int:
-        return len(self.epoch)
-
-    def add(self, epoch: int, stats: _EpochStats, val_acc: float, lr: float, seconds: float) -> None:
-        self.epoch.append(epoch)
-        self.train_loss.append(stats.loss_sum.item() / max(stats.steps, 1))
-        seen = int(stats.seen)
-        self.train_acc.append(stats.correct.item() / seen if seen else float("nan"))
-        self.val_acc.append(val_acc)
-        self.lr.append(lr)
-        self.seconds.append(seconds)
-
-    def as_dict(self) -> dict:
-        """The columns as a dict of lists (e.g. for ``pandas.DataFrame`` or a checkpoint's metadata)."""
-        return {k: list(getattr(self, k)) for k in self.COLUMNS}
-
-    @classmethod
-    def from_dict(cls, columns: dict) -> History:
-        """The inverse of :meth:`as_dict` (e.g. the ``history`` stored in a shipped model's record)."""
-        return cls(**{k: list(columns[k]) for k in cls.COLUMNS})
-
-    def line(self, last_epoch: int) -> str:
-        """The printed summary of the latest epoch."""
-        width = len(str(last_epoch))
-        text = (f"epoch {self.epoch[-1]:>{width}}/{last_epoch}  loss {self.train_loss[-1]:.4f}  "
-                f"train acc {100 * self.train_acc[-1]:5.2f}%")
-        if not math.isnan(self.val_acc[-1]):
-            text += f"  val acc {100 * self.val_acc[-1]:5.2f}%"
-        return text + f"  ({self.seconds[-1]:.1f} s)"
-
-    def plot(self, ax=None, label: str = "", train: bool = True, **style):
-        """Learning curves on one matplotlib axis: training accuracy (dashed, unless ``train=False``) and
-        validation accuracy per epoch, in percent. ``style`` goes to ``ax.plot`` (e.g. ``ms=3``)."""
-        import matplotlib.pyplot as plt
-
-        ax = ax or plt.gca()
-        if train:
-            ax.plot(self.epoch, [100 * a for a in self.train_acc], "--", label=f"{label} train".strip(), **style)
-        if any(not math.isnan(a) for a in self.val_acc):
-            ax.plot(self.epoch, [100 * a for a in self.val_acc], "-o", label=f"{label} val".strip(), **style)
-        ax.set(xlabel="epoch", ylabel="accuracy (%)")
-        ax.legend()
-        return ax
