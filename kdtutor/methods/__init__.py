@@ -5,7 +5,8 @@ tensors (checked arguments; a private unchecked twin that the objective calls on
 that :func:`~kdtutor.training.fit` minimises. A new method is a new module here and one line below.
 
 * :mod:`~kdtutor.methods.base` — ``Objective`` and its bases for teachers (``TeacherObjective``) and cached features
-  (``FeatureObjective``), ``CrossEntropy``, ``Sum``; the shared building blocks ``kl_rows`` and ``per_sample_kl``;
+  (``FeatureObjective``), ``CrossEntropy``, ``Sum``;
+* :mod:`~kdtutor.methods.divergence` — the shared building blocks ``kl_rows`` and ``per_sample_kl``;
 * :mod:`~kdtutor.methods.hinton` — soft targets, the KD loss and ``Distillation`` (Hinton et al. 2015);
 * :mod:`~kdtutor.methods.logit_matching` — ``LogitMatching`` (Ba & Caruana 2014);
 * :mod:`~kdtutor.methods.controls` — permuted soft targets and entropy-matched label smoothing (controls, no
@@ -22,16 +23,9 @@ that :func:`~kdtutor.training.fit` minimises. A new method is a new module here 
 """
 
 from kdtutor.methods.attention import AttentionTransfer, attention_map, attention_transfer_loss
-from kdtutor.methods.base import (
-    CrossEntropy,
-    FeatureObjective,
-    Objective,
-    Sum,
-    TeacherObjective,
-    kl_rows,
-    per_sample_kl,
-)
+from kdtutor.methods.base import CrossEntropy, FeatureObjective, Objective, Sum, TeacherObjective
 from kdtutor.methods.controls import permuted_soft_targets, smoothing_for_entropy
+from kdtutor.methods.divergence import kl_rows, per_sample_kl
 from kdtutor.methods.dkd import DecoupledKD, dkd_loss, dkd_terms
 from kdtutor.methods.fitnets import FitNets, hint_loss
 from kdtutor.methods.focal import FocalDistillation, focal_distillation_loss

@@ -12,9 +12,6 @@ kept *outside* the module tree — frozen, in eval mode, never trained, never sa
 check their shapes against the training set) and :meth:`~kdtutor.training.Objective.check` on the first batch only,
 so the loop itself adds no checks and no host synchronisation per step. Each method's pure loss
 sits beside its objective in its own module of :mod:`kdtutor.methods`.
-
-Two pure building blocks shared by several methods live here too: :func:`~kdtutor.losses.kl_rows` and
-:func:`~kdtutor.losses.per_sample_kl`.
 """
 
 from __future__ import annotations
@@ -29,30 +26,8 @@ from torch import nn
 from kdtutor import checks
 from kdtutor.data import Batch, OnDevice
 
-__all__ = ["CrossEntropy", "FeatureObjective", "Objective", "Sum", "TeacherObjective", "kl_rows", "per_sample_kl"]
+__all__ = ["CrossEntropy", "FeatureObjective", "Objective", "Sum", "TeacherObjective"]
 
-
-def kl_rows(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
-    r""":math:`\mathrm{KL}(a \,\|\, b) = \sum_i a_i (\log a_i - \log b_i)` for each row, from log-probabilities.
-
-    A tensor with the last dimension summed away, no mean and no :math:`T^2`: the building block of the losses that
-    weigh or mask rows (:func:`~kdtutor.losses.per_sample_kl`, the sequence divergences). Both arguments are
-    log-probabilities (``log_softmax``); their order is the direction — ``kl_rows(log_p, log_q)`` is KL(teacher ‖
-    student) when ``p`` is the teacher's. The two must have the same shape (no broadcasting: a missing row or class
-    dimension would silently pair the wrong rows).
-    """
-    if log_a.shape != log_b.shape:
-        raise ValueError(f"log_b: expected the shape of log_a {tuple(log_a.shape)}, got {tuple(log_b.shape)}")
-    return (log_a.exp() * (log_a - log_b)).sum(-1)
-
-
-
-def per_sample_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
-    r""":math:`T^2\,\mathrm{KL}(\mathrm{softmax}(v/T) \| \mathrm{softmax}(z/T))` for each row (a vector, no mean)."""
-    z = checks.full_precision(student_logits)  # half precision upcast to float32; float64 stays float64
-    log_q = F.log_softmax(z / t, dim=-1)
-    log_p = F.log_softmax(teacher_logits.to(z.dtype) / t, dim=-1)
-    return kl_rows(log_p, log_q) * t * t
 
 
 
@@ -109,8 +84,11 @@ class TeacherObjective(Objective):
     """
 
     check_alignment = True  # warn when cached logits agree with the labels only at chance level (misaligned rows)
+    settings: tuple[str, ...] = ()  # the attributes its repr shows after the teacher's source
 
-    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None):
+    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float | None = None,
+                 **weights: float):
+        """``temperature`` (a positive number) and the non-negative loss ``weights`` become attributes, checked."""
         super().__init__()
         if (teacher is None) == (teacher_logits is None):
             raise ValueError("teacher_logits: pass either a teacher or its cached logits, exactly one of them")
@@ -121,6 +99,10 @@ class TeacherObjective(Objective):
                             "cached outputs go to teacher_logits=")
         object.__setattr__(self, "teacher", teacher)  # outside the module tree: frozen, never trained or saved
         self.logits = None if teacher_logits is None else _as_logits(teacher_logits)
+        if temperature is not None:
+            self.temperature = checks.positive("temperature", temperature)
+        for name, value in weights.items():
+            setattr(self, name, checks.non_negative(name, value))
 
     def teachers(self) -> list[nn.Module]:
         return [] if self.teacher is None else [self.teacher]
@@ -167,6 +149,10 @@ class TeacherObjective(Objective):
 
     def source(self) -> str:
         return "online teacher" if self.teacher is not None else f"cached logits {tuple(self.logits.shape)}"
+
+    def extra_repr(self) -> str:
+        shown = {k: getattr(self, k) for k in self.settings}
+        return ", ".join([self.source(), *(f"{k}={v.tolist() if torch.is_tensor(v) else v}" for k, v in shown.items())])
 
 
 class FeatureObjective(Objective):

@@ -91,12 +91,11 @@ class DecoupledKD(TeacherObjective):
     See :func:`kdtutor.losses.dkd_loss`; the defaults are the paper's CIFAR-100 settings.
     """
 
+    settings = ("temperature", "tckd_weight", "nckd_weight")
+
     def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
                  tckd_weight: float = 1.0, nckd_weight: float = 8.0):
-        super().__init__(teacher, teacher_logits)
-        self.temperature = checks.positive("temperature", temperature)
-        self.tckd_weight = checks.non_negative("tckd_weight", tckd_weight)
-        self.nckd_weight = checks.non_negative("nckd_weight", nckd_weight)
+        super().__init__(teacher, teacher_logits, temperature, tckd_weight=tckd_weight, nckd_weight=nckd_weight)
 
     def check(self, out: torch.Tensor, batch: Batch) -> None:
         if out.ndim == 2 and out.shape[1] < 2:  # one class has no non-target classes: NCKD would be 0/0
@@ -107,8 +106,4 @@ class DecoupledKD(TeacherObjective):
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return _dkd_loss(out, self.teacher_logits(batch), batch.y, self.temperature, self.tckd_weight,
                                   self.nckd_weight)
-
-    def extra_repr(self) -> str:
-        return (f"{self.source()}, temperature={self.temperature}, tckd_weight={self.tckd_weight}, "
-                f"nckd_weight={self.nckd_weight}")
 

@@ -26,7 +26,8 @@ from torch import nn
 
 from kdtutor import checks
 from kdtutor.data import Batch
-from kdtutor.methods.base import TeacherObjective, per_sample_kl
+from kdtutor.methods.base import TeacherObjective
+from kdtutor.methods.divergence import per_sample_kl
 
 __all__ = ["FocalDistillation", "focal_distillation_loss"]
 
@@ -67,18 +68,13 @@ class FocalDistillation(TeacherObjective):
     :func:`kdtutor.losses.focal_distillation_loss`.
     """
 
+    settings = ("temperature", "base_weight", "focal_weight")
+
     def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 1.0,
                  base_weight: float = 1.0, focal_weight: float = 5.0):
-        super().__init__(teacher, teacher_logits)
-        self.temperature = checks.positive("temperature", temperature)
-        self.base_weight = checks.non_negative("base_weight", base_weight)
-        self.focal_weight = checks.non_negative("focal_weight", focal_weight)
+        super().__init__(teacher, teacher_logits, temperature, base_weight=base_weight, focal_weight=focal_weight)
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return _focal_distillation_loss(out, self.teacher_logits(batch), batch.y, self.temperature,
                                                  self.base_weight, self.focal_weight)
-
-    def extra_repr(self) -> str:
-        return (f"{self.source()}, temperature={self.temperature}, base_weight={self.base_weight}, "
-                f"focal_weight={self.focal_weight}")
 

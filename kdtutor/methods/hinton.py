@@ -115,8 +115,7 @@ class Distillation(TeacherObjective):
 
     def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
                  alpha: float = 0.9, labelled=None):
-        super().__init__(teacher, teacher_logits)
-        self.temperature = checks.positive("temperature", temperature)
+        super().__init__(teacher, teacher_logits, temperature)
         self.alpha = checks.probability("alpha", alpha)
         self.labelled = None if labelled is None else _as_mask(labelled)
 

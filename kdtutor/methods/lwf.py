@@ -30,7 +30,8 @@ from torch import nn
 
 from kdtutor import checks
 from kdtutor.data import Batch
-from kdtutor.methods.base import TeacherObjective, per_sample_kl
+from kdtutor.methods.base import TeacherObjective
+from kdtutor.methods.divergence import per_sample_kl
 
 __all__ = ["LearningWithoutForgetting", "lwf_loss", "old_class_index"]
 
@@ -89,12 +90,11 @@ class LearningWithoutForgetting(TeacherObjective):
     """
 
     check_alignment = False  # the old model cannot predict the new classes: disagreement with the labels is expected
+    settings = ("old_classes", "temperature", "lwf_weight")
 
     def __init__(self, old_classes, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 2.0,
                  lwf_weight: float = 1.0):
-        super().__init__(teacher, teacher_logits)
-        self.temperature = checks.positive("temperature", temperature)
-        self.lwf_weight = checks.non_negative("lwf_weight", lwf_weight)
+        super().__init__(teacher, teacher_logits, temperature, lwf_weight=lwf_weight)
         self.register_buffer("old_classes", _as_class_index(old_classes), persistent=False)
 
     def check(self, out: torch.Tensor, batch: Batch) -> None:
@@ -105,10 +105,6 @@ class LearningWithoutForgetting(TeacherObjective):
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return _lwf_loss(out, self.teacher_logits(batch), batch.y, self.old_classes, self.temperature,
                                   self.lwf_weight)
-
-    def extra_repr(self) -> str:
-        return (f"{self.source()}, old_classes={self.old_classes.tolist()}, temperature={self.temperature}, "
-                f"lwf_weight={self.lwf_weight}")
 
 
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from kdtutor import checks
-from kdtutor.methods.base import kl_rows
+from kdtutor.methods.divergence import kl_rows
 
 __all__ = ["forward_kl", "generalized_jsd", "reverse_kl"]
 
