@@ -11,10 +11,25 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = (ROOT / "book" / "api.md").read_text()
 DOCUMENTED = re.findall(r"^\.\. auto(?:function|class|exception|data):: (kdtutor[\w.]*)\.(\w+)$", PAGE, re.M)
 MEMBERS = re.findall(r"^\.\. automodule:: (kdtutor[\w.]*)\n\s+:members: (.+)$", PAGE, re.M)
-ROOMS = ["kdtutor.data", "kdtutor.models", "kdtutor.methods", "kdtutor.losses", "kdtutor.training", "kdtutor.evaluation",
-         "kdtutor.compression", "kdtutor.checkpoint", "kdtutor.experiments", "kdtutor.pitfalls", "kdtutor.notebook",
-         "kdtutor.checks", "kdtutor.progress", "kdtutor.selfcheck", "kdtutor.training.distributed",
-         "kdtutor.lm", "kdtutor.course"]
+ROOMS = [
+    "kdtutor.data",
+    "kdtutor.models",
+    "kdtutor.methods",
+    "kdtutor.losses",
+    "kdtutor.training",
+    "kdtutor.evaluation",
+    "kdtutor.compression",
+    "kdtutor.checkpoint",
+    "kdtutor.experiments",
+    "kdtutor.pitfalls",
+    "kdtutor.notebook",
+    "kdtutor.checks",
+    "kdtutor.progress",
+    "kdtutor.selfcheck",
+    "kdtutor.training.distributed",
+    "kdtutor.lm",
+    "kdtutor.course",
+]
 
 
 def documented() -> set[tuple[str, str]]:

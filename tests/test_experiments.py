@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from kdtutor.data import stratified_indices, subset, without_classes
+from kdtutor.evaluation import expected_calibration_error, fit_temperature, reliability
 from kdtutor.experiments import (
     T_975,
     best_class_shift,
@@ -19,7 +20,6 @@ from kdtutor.experiments import (
     summarize,
     t_quantile,
 )
-from kdtutor.evaluation import expected_calibration_error, fit_temperature, reliability
 
 
 def ece_by_loop(probs, labels, n_bins):

@@ -4,6 +4,7 @@ import copy
 import hashlib
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_corpus_from_a_file_is_checked(tmp_path, monkeypatch, corpus):
 
 def test_missing_corpus_says_how_to_fix_it(tmp_path, monkeypatch):
     monkeypatch.setenv("KDTUTOR_DATA", str(tmp_path))
-    monkeypatch.setattr(lm.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(lm.CorpusNotFoundError, match=r"(?s)kjv.txt \(not found\).*bible-kjv \(not installed\)"
                                                      r".*apt-get install bible-kjv"):
         lm.kjv_text()
@@ -73,7 +74,7 @@ def test_a_failing_bible_program_is_reported(tmp_path, monkeypatch):
     fake.write_text("#!/bin/sh\necho broken data file >&2\nexit 3\n")
     fake.chmod(0o755)
     monkeypatch.delenv("KDTUTOR_DATA", raising=False)
-    monkeypatch.setattr(lm.shutil, "which", lambda name: str(fake))
+    monkeypatch.setattr(shutil, "which", lambda name: str(fake))
     with pytest.raises(lm.CorpusNotFoundError, match="failed with exit status 3: broken data file"):
         lm.kjv_text()
 

@@ -27,6 +27,7 @@ from kdtutor.methods import (
     reverse_kl,
     smoothing_for_entropy,
     soft_targets,
+    token_cross_entropy,
 )
 
 __all__ = [
@@ -34,5 +35,5 @@ __all__ = [
     "logit_matching_loss", "permuted_soft_targets", "smoothing_for_entropy",
     "focal_distillation_loss", "lwf_loss", "old_class_index", "per_sample_kl",
     "attention_map", "attention_transfer_loss", "dkd_loss", "dkd_terms", "hint_loss",
-    "forward_kl", "generalized_jsd", "reverse_kl",
+    "forward_kl", "generalized_jsd", "reverse_kl", "token_cross_entropy",
 ]

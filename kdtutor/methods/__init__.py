@@ -17,7 +17,7 @@ that :func:`~kdtutor.training.fit` minimises. A new method is a new module here 
 * :mod:`~kdtutor.methods.lwf` — ``LearningWithoutForgetting`` (Li & Hoiem 2016);
 * :mod:`~kdtutor.methods.focal` — ``FocalDistillation`` (Yan et al. 2021);
 * :mod:`~kdtutor.methods.sequence` — the token-level divergences of a language model (forward and reverse KL, GKD's
-  generalized JSD), used by :class:`kdtutor.lm.TokenKD`.
+  generalized JSD), its cross-entropy, and ``TokenKD``, the objective :func:`kdtutor.lm.train` minimises with them.
 
 :mod:`kdtutor.losses` and :mod:`kdtutor.training` re-export these names; import them from there.
 """
@@ -32,7 +32,7 @@ from kdtutor.methods.focal import FocalDistillation, focal_distillation_loss
 from kdtutor.methods.hinton import Distillation, distillation_loss, kd_loss, soft_targets
 from kdtutor.methods.logit_matching import LogitMatching, logit_matching_loss
 from kdtutor.methods.lwf import LearningWithoutForgetting, lwf_loss, old_class_index
-from kdtutor.methods.sequence import forward_kl, generalized_jsd, reverse_kl
+from kdtutor.methods.sequence import TokenKD, forward_kl, generalized_jsd, reverse_kl, token_cross_entropy
 
 __all__ = [
     "CrossEntropy", "FeatureObjective", "Objective", "Sum", "TeacherObjective", "kl_rows", "per_sample_kl",
@@ -44,5 +44,5 @@ __all__ = [
     "AttentionTransfer", "attention_map", "attention_transfer_loss",
     "LearningWithoutForgetting", "lwf_loss", "old_class_index",
     "FocalDistillation", "focal_distillation_loss",
-    "forward_kl", "generalized_jsd", "reverse_kl",
+    "TokenKD", "forward_kl", "generalized_jsd", "reverse_kl", "token_cross_entropy",
 ]

@@ -36,11 +36,12 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from kdtutor import checks
 from kdtutor.methods.divergence import kl_rows
 
-__all__ = ["forward_kl", "generalized_jsd", "reverse_kl"]
+__all__ = ["TokenKD", "forward_kl", "generalized_jsd", "reverse_kl", "token_cross_entropy"]
 
 
 def _token_log_probs(student_logits, teacher_logits, mask, t: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,3 +133,82 @@ def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     log_m = torch.logsumexp(torch.stack([log_p + math.log(b), log_q + math.log1p(-b)]), dim=0)
     return (b * kl_rows(log_p, log_m) + (1 - b) * kl_rows(log_q, log_m)).mean() * t * t
 
+
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` ``(..., V)`` (in float32) for the ids ``targets`` ``(...)``."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+
+class TokenKD:
+    r"""Token-level distillation: at every position, a divergence from the teacher's next-character distribution.
+
+    .. math:: \mathcal{L} = \alpha \, T^2 D(p^T, q^T) + (1 - \alpha)\, \mathrm{CE}(y, q)
+
+    averaged over the scored positions, where :math:`p^T` and :math:`q^T` are the teacher's and the student's softmax
+    at temperature :math:`T`, ``divergence`` :math:`D` is one of :mod:`kdtutor.methods.sequence` (default
+    :func:`~kdtutor.losses.forward_kl`, Hinton et al. 2015 applied per token: word-level KD, Kim & Rush 2016) and
+    the cross-entropy is on the text's next characters. ``divergence`` may also be named: ``"forward"``
+    (:func:`~kdtutor.losses.forward_kl`), ``"reverse"`` (:func:`~kdtutor.losses.reverse_kl`) or ``"jsd"``
+    (:func:`~kdtutor.losses.generalized_jsd` at its default :math:`\beta = 1/2`). The teacher runs in eval mode
+    (dropout off: it is put there, as :class:`~kdtutor.training.Distillation` does) and without gradients, on the
+    same input. The :math:`T^2` factor belongs to the divergence (every function of :mod:`kdtutor.methods.sequence`
+    applies it); a divergence of your own is called as ``divergence(student_logits, teacher_logits,
+    temperature=T)`` and must apply it too.
+
+    **Scored positions.** For a batch ``(B, L + 1)`` the student's logits cover ``batch[:, :-1]``: position ``t``
+    predicts ``batch[:, t + 1]``. By default *every* one of the ``B x L`` positions is scored, both terms. Two
+    opt-in arguments leave some out, and both terms then average over the rest only (the logits of the scored
+    positions, ``(K, vocab)``, are what the divergence receives):
+
+    * ``prompt`` — the first ``prompt`` ids of each row are a given prompt (:func:`kdtutor.lm.on_policy`'s
+      ``batches.prompt``): the ``prompt - 1`` positions that predict prompt ids are not scored, only those that
+      predict what the student wrote (GKD, Agarwal et al. 2024).
+    * ``pad_id`` — positions whose next id is ``pad_id`` (padding) are not scored.
+    """
+
+    DIVERGENCES = {"forward": forward_kl, "reverse": reverse_kl, "jsd": generalized_jsd}
+
+    def __init__(self, teacher: nn.Module, divergence=forward_kl, temperature: float = 1.0, alpha: float = 1.0,
+                 prompt: int = 0, pad_id: int | None = None):
+        checks.nn_module("teacher", teacher)
+        if isinstance(divergence, str):
+            if divergence not in self.DIVERGENCES:
+                raise checks.bad("divergence", f"a function or one of {list(self.DIVERGENCES)}", divergence)
+            divergence = self.DIVERGENCES[divergence]
+        if not callable(divergence) or isinstance(divergence, type):
+            got = getattr(divergence, "__name__", type(divergence).__name__)
+            raise TypeError(f"divergence: expected a function such as kdtutor.losses.forward_kl or one of "
+                            f"{list(self.DIVERGENCES)}, got {got}")
+        if isinstance(prompt, bool) or not isinstance(prompt, int) or prompt < 0:
+            raise checks.bad("prompt", "an integer >= 0 (the prompt ids at the start of each row)", prompt)
+        if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int)):
+            raise checks.bad("pad_id", "an integer id or None", pad_id)
+        self.teacher, self.divergence = teacher, divergence
+        self.temperature, self.alpha = checks.positive("temperature", temperature), checks.probability("alpha", alpha)
+        self.prompt, self.pad_id = prompt, pad_id
+
+    def scored(self, batch: torch.Tensor) -> torch.Tensor | None:
+        """The positions scored, bool ``(B, L)`` (``None``: all of them, the default)."""
+        if self.prompt <= 1 and self.pad_id is None:
+            return None
+        mask = torch.ones(batch[:, 1:].shape, dtype=torch.bool, device=batch.device)
+        mask[:, : max(self.prompt - 1, 0)] = False  # position t predicts id t + 1: a prompt id while t + 1 < prompt
+        if self.pad_id is not None:
+            mask &= batch[:, 1:] != self.pad_id
+        if not bool(mask.any()):
+            raise ValueError(f"batch: no position left to score (prompt={self.prompt}, pad_id={self.pad_id}) in a "
+                             f"batch of shape {tuple(batch.shape)}")
+        return mask
+
+    def __call__(self, logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        if self.teacher.training:
+            self.teacher.eval()  # dropout off: the same batch gives the same targets
+        with torch.no_grad():
+            teacher_logits = self.teacher(batch[:, :-1])
+        targets, mask = batch[:, 1:], self.scored(batch)
+        if mask is not None:  # the scored positions only, as (K, vocab) rows
+            logits, teacher_logits, targets = logits[mask], teacher_logits[mask], targets[mask]
+        loss = self.divergence(logits, teacher_logits, temperature=self.temperature)
+        if self.alpha == 1.0:
+            return loss
+        return self.alpha * loss + (1 - self.alpha) * token_cross_entropy(logits, targets)
