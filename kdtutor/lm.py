@@ -14,11 +14,12 @@ defines reads top to bottom:
 2. **Batches and sampling** — random windows of the text on the device (:func:`windows`), autoregressive
    sampling with a temperature and top-k (:func:`generate`), and batches the student writes itself
    (:func:`on_policy`).
-3. **Training** — :func:`train`, a short loop (steps, not epochs: a text has no natural epoch) with AdamW, gradient
-   clipping and an optional cosine schedule, whose loss is any function of the student's logits and the batch:
-   :func:`cross_entropy` on the data, or :class:`TokenKD` (a teacher's distribution at every position, through
-   :func:`~kdtutor.losses.forward_kl`, :func:`~kdtutor.losses.reverse_kl` or
-   :func:`~kdtutor.losses.generalized_jsd`). Ctrl-C stops it between steps and keeps the model and its history.
+3. **Training** — :func:`train`, steps (not epochs: a text has no natural epoch) of AdamW with gradient clipping
+   and an optional warm-up and cosine schedule, run by the package's one loop, :func:`kdtutor.training.fit`, on a
+   :class:`~kdtutor.data.Stream` of drawn batches. Its loss is :func:`cross_entropy` on the data, :class:`TokenKD`
+   (a teacher's distribution at every position, through :func:`~kdtutor.losses.forward_kl`,
+   :func:`~kdtutor.losses.reverse_kl` or :func:`~kdtutor.losses.generalized_jsd`) or any function of the student's
+   logits and the batch. Ctrl-C stops it between steps and keeps the model and its history.
 4. **Shipped models** — :func:`pretrained` loads ``lm_teacher_kjv`` or ``lm_student_kjv`` through the model
    registry (built by ``python scripts/train_lm.py``), verified by SHA-256.
 """
@@ -26,21 +27,22 @@ defines reads top to bottom:
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from kdtutor import checks
 from kdtutor.checkpoint import architecture
+from kdtutor.data import Stream
 from kdtutor.data.text import KJV_SHA256, Corpus, CorpusNotFoundError, kjv_text, load_kjv
 from kdtutor.evaluation.text import bits_per_char, distinct_ngrams, kl_to_teacher, sample_bits
 from kdtutor.methods.sequence import TokenKD, token_cross_entropy
 from kdtutor.models import registry
+from kdtutor.training import CrossEntropy, History, Objective, TrainConfig, fit
 
 __all__ = [
-    "KJV_SHA256", "CharTransformer", "Corpus", "CorpusNotFoundError", "History", "LMConfig", "TokenKD", "bits_per_char",
+    "KJV_SHA256", "CharTransformer", "Corpus", "CorpusNotFoundError", "LMConfig", "TokenKD", "bits_per_char",
     "cross_entropy", "distinct_ngrams", "generate", "kl_to_teacher", "kjv_text", "load_kjv", "on_policy", "pretrained",
     "sample_bits", "train", "windows",
 ]
@@ -213,94 +215,55 @@ def cross_entropy(logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
     return token_cross_entropy(logits, batch[:, 1:])
 
 
-@dataclass
-class History:
-    """What :func:`train` did: the loss every step, the seconds it took, and whether Ctrl-C stopped it."""
+class _LossFunction(Objective):
+    """A loss function of the student's logits and the ids ``(B, L + 1)``, as an objective of ``fit``."""
 
-    loss: list[float] = field(default_factory=list)  # training loss of each step taken
-    seconds: float = 0.0                             # wall-clock time of the steps
-    interrupted: bool = False                        # stopped early by Ctrl-C (the model keeps its last step)
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, out: torch.Tensor, batch, features=None) -> torch.Tensor:
+        return self.fn(out, torch.cat([batch.x, batch.y[:, -1:]], 1))
 
 
 def train(model: nn.Module, batches, steps: int, loss=cross_entropy, lr: float = 1e-3, weight_decay: float = 0.0,
           cosine: bool = False, warmup: int = 0, clip: float = 1.0, seed: int = 0, history: History | None = None
           ) -> History:
-    """Train ``model`` for ``steps`` AdamW steps; each step's batch is ``batches(generator)``.
+    """Train ``model`` for ``steps`` AdamW steps through :func:`kdtutor.training.fit`; each step's batch is
+    ``batches(generator)``.
 
     ``batches`` returns ``(B, L + 1)`` int64 ids on the model's device, e.g.
-    ``lambda g: windows(corpus.train, 32, 128, g)``; ``loss(logits, batch)`` is :func:`cross_entropy`, a
-    :class:`TokenKD`, or any function of the student's logits on ``batch[:, :-1]`` and the batch. ``seed`` fixes the
-    generator handed to ``batches`` and, through ``torch.manual_seed`` (global state), dropout. ``cosine`` decays
-    the learning rate to 0 after ``warmup`` linear steps; ``clip`` caps the gradient's norm. Passing an earlier
-    ``history`` appends to it (the schedule and the generator start afresh). Ctrl-C stops the loop: the model keeps
-    the weights of its last update and the returned history says ``interrupted`` (its losses are those of the
-    completed steps; a step cut off after its update but before its loss was recorded is applied, not listed). The
-    model is left in eval mode.
+    ``lambda g: windows(corpus.train, 32, 128, g)`` (a :class:`~kdtutor.data.Stream` of one batch per epoch, so that
+    ``fit`` checks, records and can restore every step). ``loss`` is :func:`cross_entropy` (``fit``'s
+    :class:`~kdtutor.training.CrossEntropy` on the next ids), a :class:`TokenKD`, any other objective, or any
+    function of the student's logits on ``batch[:, :-1]`` and the batch. ``seed`` fixes the generator handed to
+    ``batches`` and dropout. ``cosine`` decays the learning rate to 0 after ``warmup`` linear steps; ``clip`` caps the
+    gradient's norm (``TrainConfig``'s ``warmup`` and ``clip``). It returns ``fit``'s
+    :class:`~kdtutor.training.History`, one row per step: ``train_loss`` the step's loss, ``seconds`` its time, and
+    ``interrupted``; passing an earlier ``history`` appends to it (the schedule and the generator start afresh).
 
-    A loss that turns NaN or infinite (checked every step), or weights that do by the end, raise
-    ``FloatingPointError`` as :func:`kdtutor.training.fit` does: the model is restored to the weights of the last
-    step whose loss was finite (those before that step's update, kept in one copy of the weights), left in eval
-    mode, and the history so far is attached as ``err.history``.
+    Everything else is ``fit``'s: Ctrl-C stops between steps and keeps the model and its history; a loss or weights
+    that turn NaN or infinite raise ``FloatingPointError`` with the model back at its weights from before that step
+    and the history attached as ``err.history``. The model is left in eval mode.
     """
     checks.nn_module("model", model)
-    if not callable(batches) or isinstance(batches, torch.Tensor):
-        raise TypeError(f"batches: expected a function of a torch.Generator returning (B, L + 1) ids, e.g. "
-                        f"lambda g: windows(ids, 32, 128, g), got {type(batches).__name__}")
     if isinstance(loss, type):
         raise TypeError(f"loss: expected a loss function or object, got the class {loss.__name__} itself; create it "
                         f"first, e.g. {loss.__name__}(teacher)")
+    if not callable(loss):
+        raise TypeError(f"loss: expected a loss function or object, got {type(loss).__name__}")
+    checks.positive("lr", lr)
     checks.positive_int("steps", steps)
     if history is not None and not isinstance(history, History):
-        raise TypeError(f"history: expected a kdtutor.lm.History (e.g. the one an earlier train returned) or None, "
+        raise TypeError(f"history: expected a kdtutor History (e.g. the one an earlier train returned) or None, "
                         f"got {type(history).__name__}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < steps:
-        raise checks.bad("warmup", f"an integer from 0 to steps - 1 = {steps - 1}", warmup)
-    clip = checks.positive("clip", clip)  # a positive finite gradient norm
-    generator = torch.Generator().manual_seed(seed)  # on the CPU: windows and samples draw their indices there
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=checks.positive("lr", lr),
-                            weight_decay=checks.non_negative("weight_decay", weight_decay))
-
-    def rate(step):  # multiplier of lr at a step: linear warm-up, then constant or a half cosine to 0
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))) if cosine else 1.0
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, rate)
-    history = history or History()
-    state = model.state_dict()  # views of the live weights, updated in place by the optimizer
-    good = {k: v.clone() for k, v in state.items()}  # the weights of the last step whose loss was finite
-    first = len(history.loss)  # this run's first step
-    model.train()
-    start = time.perf_counter()
-    try:
-        for _ in range(steps):
-            batch = batches(generator)
-            value = loss(model(batch[:, :-1]), batch)
-            if not torch.isfinite(value):
-                raise FloatingPointError(f"loss: became {value.item()} at step {len(history.loss)}")
-            for k, v in state.items():
-                good[k].copy_(v)
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            schedule.step()
-            history.loss.append(value.item())
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point()):
-            raise FloatingPointError(f"weights: became NaN or infinite by the last step ({len(history.loss) - 1})")
-    except KeyboardInterrupt:
-        history.interrupted = True
-    except FloatingPointError as err:
-        model.load_state_dict(good)
-        back = f"before step {len(history.loss) - 1}'s update" if len(history.loss) > first else "of the start"
-        stopped = FloatingPointError(f"{err}; lower lr. The model is back at its weights {back}, the last finite ones")
-        stopped.history = history
-        raise stopped from None
-    finally:
-        history.seconds += time.perf_counter() - start
-        model.eval()
-    return history
+    objective = CrossEntropy() if loss is cross_entropy else loss if isinstance(loss, Objective) else \
+        _LossFunction(loss)
+    config = TrainConfig(epochs=steps, lr=lr, weight_decay=weight_decay, schedule="cosine" if cosine else "constant",
+                         warmup=warmup, clip=clip, seed=seed, check_every=1)
+    device = next(model.parameters()).device
+    return fit(model, Stream(batches, 1, device), config, loss=objective, device=device, history=history,
+               verbose=False)
 
 
 # --- 4. shipped models ---------------------------------------------------------------------------------------------

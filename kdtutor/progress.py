@@ -24,31 +24,11 @@ def enabled(verbose: bool = True) -> bool:
 
 def bar(iterable=None, *, total: int | None = None, desc: str = "", verbose: bool = True, delay: float = 0.0,
         leave: bool = True):
-    """``tqdm.auto.tqdm(iterable, ...)`` when :func:`enabled`, else the iterable itself (or a silent stand-in).
+    """``tqdm.auto.tqdm(iterable, ...)``, disabled (it iterates, draws nothing) unless :func:`enabled`.
 
     ``delay`` seconds pass before the bar appears, so short work shows nothing.
     """
-    if not enabled(verbose):
-        return _Silent(iterable)
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, delay=delay, leave=leave, dynamic_ncols=True)
-
-
-class _Silent:
-    """What :func:`bar` returns when bars are off: iterates like the iterable, ignores ``update`` and ``close``."""
-
-    def __init__(self, iterable):
-        self.iterable = iterable
-
-    def __iter__(self):
-        return iter(self.iterable)
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix_str(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    return tqdm(iterable, total=total, desc=desc, delay=delay, leave=leave, dynamic_ncols=True,
+                disable=not enabled(verbose))

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import platform
-import re
 import time
 
 import torch
+from packaging.requirements import Requirement
 
 from kdtutor.data import DEBIAN_FMNIST_DIR, locate_fashion_mnist
 from kdtutor.models import MLP, pretrained, shipped_models, student_cnn
@@ -25,12 +25,13 @@ from kdtutor.version import __version__
 __all__ = ["REFERENCE", "benchmark", "check", "extras"]
 
 # Measured on the book's build machine (2 CPU cores, x86_64, torch 2.14.1) by benchmark() and by
-# scripts/execute_notebooks.py; a test keeps the chapter's figure in step with book/execution-times.md.
+# scripts/execute_notebooks.py; a test keeps the chapter's figure in step with book/execution-times.md. The two were
+# not measured in the same hour (this machine's speed varies by ~40%), so the estimate is good to about that.
 REFERENCE = {
     "machine": "2 CPU cores, x86_64",
-    "benchmark_s": 1.08,  # measured in the same hour as chapter_s (this machine's speed varies by ~40%)
-    "chapter": "book/which-kl.ipynb",
-    "chapter_s": 298.3,
+    "benchmark_s": 0.57,  # benchmark(3) on 2026-12-03, on a quiet machine
+    "chapter": "book/vanilla-kd.ipynb",
+    "chapter_s": 217.4,
 }
 
 
@@ -103,10 +104,12 @@ def extras() -> dict[str, bool]:
     except metadata.PackageNotFoundError:  # running from a source tree that was never installed
         return {}
     wanted: dict[str, list[str]] = {extra: [] for extra in meta.get_all("Provides-Extra") or []}
-    for requirement in meta.get_all("Requires-Dist") or []:
-        marker = re.search(r"""extra\s*==\s*["']([^"']+)["']""", requirement)
-        if marker and marker.group(1) in wanted:
-            wanted[marker.group(1)].append(re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0])
+    for requirement in map(Requirement, meta.get_all("Requires-Dist") or []):
+        if requirement.marker is None or "extra" not in str(requirement.marker):
+            continue  # a core requirement (installed with kdtutor itself)
+        for extra in wanted:
+            if requirement.marker.evaluate({"extra": extra}):
+                wanted[extra].append(requirement.name)
     return {extra: all(_installed(name) for name in names) for extra, names in wanted.items()}
 
 

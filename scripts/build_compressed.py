@@ -15,7 +15,6 @@ come out bit-identical.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from dataclasses import dataclass
@@ -92,16 +91,5 @@ def build(name: str, recipe: PruneRecipe, out: Path) -> None:
           f"{record['mean_test_acc']:.2%}), {seconds:.0f} s; wrote {weights} ({weights.stat().st_size:,} bytes)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", choices=[[], *RECIPES], metavar="NAME",
-                        help=f"which models to rebuild (default: all of {', '.join(RECIPES)})")
-    parser.add_argument("--out", type=Path, default=registry.WEIGHTS_DIR)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.names or RECIPES:
-        build(name, RECIPES[name], args.out)
-
-
 if __name__ == "__main__":
-    main()
+    registry.rebuild(__doc__, RECIPES, build)

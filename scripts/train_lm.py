@@ -15,8 +15,6 @@ identical.
 
 from __future__ import annotations
 
-import argparse
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,25 +66,12 @@ def build(name: str, recipe: Recipe, out: Path) -> None:
     every = max(1, recipe.steps // 100)
     record = registry.write_record(weights, f"python scripts/train_lm.py {name}", model, module="kdtutor.lm",
                                    recipe=recipe.as_record(), val_bits_per_char=round(val, 6),
-                                   test_bits_per_char=round(test, 6), train_seconds=round(history.seconds, 1),
-                                   loss_every_step=every, loss=[round(x, 4) for x in history.loss[::every]])
+                                   test_bits_per_char=round(test, 6), train_seconds=round(sum(history.seconds), 1),
+                                   loss_every_step=every, loss=[round(x, 4) for x in history.train_loss[::every]])
     print(f"{name}: {kd.count_params(model):,} parameters, test {test:.3f} bits/char, val {val:.3f}, "
-          f"{history.seconds:.0f} s; wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB, "
+          f"{sum(history.seconds):.0f} s; wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB, "
           f"SHA-256 {record['sha256'][:12]}…)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", choices=[[], *RECIPES], metavar="NAME",
-                        help=f"which models to rebuild (default: all of {', '.join(RECIPES)})")
-    parser.add_argument("--out", type=Path, default=registry.WEIGHTS_DIR)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.names or RECIPES:
-        start = time.perf_counter()
-        build(name, RECIPES[name], args.out)
-        print(f"  ({time.perf_counter() - start:.0f} s in all)")
-
-
 if __name__ == "__main__":
-    main()
+    registry.rebuild(__doc__, RECIPES, build)

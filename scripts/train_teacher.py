@@ -11,7 +11,6 @@ weights come out bit-identical.
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,16 +92,5 @@ def build(name: str, recipe: Recipe, out: Path) -> None:
           f"wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB, SHA-256 {record['sha256'][:12]}…)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", choices=[[], *RECIPES], metavar="NAME",
-                        help=f"which models to rebuild (default: all of {', '.join(RECIPES)})")
-    parser.add_argument("--out", type=Path, default=registry.WEIGHTS_DIR)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.names or RECIPES:
-        build(name, RECIPES[name], args.out)
-
-
 if __name__ == "__main__":
-    main()
+    registry.rebuild(__doc__, RECIPES, build)

@@ -152,8 +152,8 @@ CASES = [
     ("kl_to_teacher with a teacher class", lambda: lm.kl_to_teacher(lm.CharTransformer, tiny(), IDS[0]), TypeError,
      "teacher: expected an nn.Module instance, got the class CharTransformer itself"),
     # kdtutor.lm: train
-    ("lm.train(history=kd.History())", lambda: lm.train(tiny(), lambda g: IDS, 1, history=kd.History()), TypeError,
-     "history: expected a kdtutor.lm.History (e.g. the one an earlier train returned) or None, got History"),
+    ("lm.train(history=[])", lambda: lm.train(tiny(), lambda g: IDS, 1, history=[]), TypeError,
+     "history: expected a kdtutor History (e.g. the one an earlier train returned) or None, got list"),
     ("lm.train of a model class", lambda: lm.train(lm.CharTransformer, lambda g: IDS, 1), TypeError,
      "model: expected an nn.Module instance, got the class CharTransformer itself"),
     ("lm.train with a tensor for batches", lambda: lm.train(tiny(), IDS, 1), TypeError,

@@ -125,7 +125,7 @@ def test_prune_channels_ratio_zero_keeps_every_channel(cnn, data):
 def test_ratios_outside_zero_one_are_refused(cnn, ratio):
     with pytest.raises(ValueError, match="ratio"):
         kc.prune_channels(cnn, ratio)
-    with pytest.raises(ValueError, match="amount"):
+    with pytest.raises(ValueError, match="ratio"):
         kc.prune_magnitude(cnn, ratio)
 
 

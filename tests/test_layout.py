@@ -40,7 +40,7 @@ ALLOWED = {
     # the course exercises' checkers: they read the references (losses, evaluation); nothing imports them
     "course": {"losses", "evaluation"},
     # Part V's language models: a room of its own on top of the package; nothing but the CLI imports it
-    "lm": {"checks", "checkpoint", "data", "models", "methods", "evaluation"},
+    "lm": {"checks", "checkpoint", "data", "models", "methods", "evaluation", "training"},
     "__init__": {"checkpoint", "compression", "data", "evaluation", "losses", "models", "selfcheck", "training",
                  "version"},
 }
@@ -170,3 +170,11 @@ def test_no_module_is_longer_than_400_lines():
     """Each module reads top to bottom in one sitting; a longer one is split by concern."""
     long = {str(p.relative_to(PACKAGE)): n for p in MODULES if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def test_every_method_module_has_its_own_test_module():
+    """The tests mirror the methods room: ``kdtutor/methods/X.py`` is tested in ``tests/methods/test_X.py``."""
+    here = Path(__file__).parent / "methods"
+    missing = [p.stem for p in (PACKAGE / "methods").glob("*.py")
+               if p.stem != "__init__" and not (here / f"test_{p.stem}.py").is_file()]
+    assert not missing, missing

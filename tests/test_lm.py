@@ -223,7 +223,7 @@ def test_training_learns_a_periodic_text():
     model = tiny()
     before = lm.bits_per_char(model, text, length=16)
     history = lm.train(model, lambda g: lm.windows(text, 16, 16, g), 150, lr=3e-3)
-    assert len(history.loss) == 150 and not history.interrupted and history.seconds > 0
+    assert len(history) == len(history.train_loss) == 150 and not history.interrupted and sum(history.seconds) > 0
     assert before > 3 and lm.bits_per_char(model, text, length=16) < 0.5  # log2(11) = 3.46 at chance
 
 
@@ -251,7 +251,7 @@ def test_ctrl_c_keeps_the_model_and_its_history():
     model = tiny()
     before = copy.deepcopy(model.state_dict())
     history = lm.train(model, batches, 10)
-    assert history.interrupted and len(history.loss) == 3
+    assert history.interrupted and len(history) == 3
     assert not torch.equal(before["head.weight"], model.head.weight)  # the three updates are kept
 
 
@@ -280,7 +280,7 @@ def test_cosine_schedule_with_warmup_and_bad_arguments():
 
 def test_a_loss_that_blows_up_names_the_step():
     text = torch.randint(11, (500,), dtype=torch.uint8)
-    with pytest.raises(FloatingPointError, match="loss: became nan at step 0"):
+    with pytest.raises(FloatingPointError, match="loss became nan at epoch 1, step 1"):  # one step per epoch
         lm.train(tiny(), lambda g: lm.windows(text, 2, 16, g), 3, loss=lambda z, b: z.sum() * math.nan)
 
 
@@ -416,19 +416,20 @@ def test_config_object_or_keywords_not_both():
 # --- issue 28: lost work, a teacher in train mode, scored positions -------------------------------------------------
 
 def test_a_diverging_run_restores_the_last_finite_weights_like_fit():
-    """lr=1e6 diverges: the error carries the history, the model is in eval mode with the last finite weights."""
+    """lr=1e6 diverges: the error carries the history, the model is in eval mode with the weights from before the
+    step that failed (fit's epoch: lm.train gives it one step)."""
     text = torch.randint(11, (500,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     model, start = tiny(), tiny().state_dict()
-    with pytest.raises(FloatingPointError, match="lower lr. The model is back at its weights") as err:
+    with pytest.raises(FloatingPointError, match="The model is back at its weights from the start of epoch") as err:
         lm.train(model, lambda g: lm.windows(text, 4, 16, g), 20, lr=1e6)
-    taken = len(err.value.history.loss)
+    taken = len(err.value.history)
     assert not model.training and all(bool(torch.isfinite(p).all()) for p in model.parameters())
-    reference = tiny()  # the same run, stopped before the update of the last step listed in the history
-    if taken > 1:
-        lm.train(reference, lambda g: lm.windows(text, 4, 16, g), taken - 1, lr=1e6)
+    reference = tiny()  # the same run, stopped after the steps listed in the history
+    if taken:
+        lm.train(reference, lambda g: lm.windows(text, 4, 16, g), taken, lr=1e6)
     for k, v in reference.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
-    assert taken > 1 or all(torch.equal(start[k], v) for k, v in model.state_dict().items())
+    assert taken or all(torch.equal(start[k], v) for k, v in model.state_dict().items())
 
 
 def test_a_loss_that_turns_nan_later_keeps_the_weights_of_the_last_finite_step():
@@ -439,12 +440,13 @@ def test_a_loss_that_turns_nan_later_keeps_the_weights_of_the_last_finite_step()
         calls.append(1)
         return lm.cross_entropy(z, b) * (math.nan if len(calls) == 4 else 1.0)
 
-    model, history = tiny(), lm.History(loss=[9.0])  # an earlier run's history is kept and appended to
-    with pytest.raises(FloatingPointError, match=r"became nan at step 4.*before step 3's update") as err:
+    model, history = tiny(), kd.History()  # an earlier run's history is kept and appended to
+    history.add(1, 9.0, math.nan, math.nan, 1e-3, 1.0)
+    with pytest.raises(FloatingPointError, match=r"became nan at epoch 5, step 1.*from the start of epoch 5") as err:
         lm.train(model, lambda g: lm.windows(text, 2, 16, g), 6, loss=loss, history=history)
-    assert err.value.history is history and len(history.loss) == 4
+    assert err.value.history is history and len(history) == 4 and history.train_loss[0] == 9.0
     reference = tiny()
-    lm.train(reference, lambda g: lm.windows(text, 2, 16, g), 2)  # steps 0 and 1 applied, step 2's update undone
+    lm.train(reference, lambda g: lm.windows(text, 2, 16, g), 3)  # steps 1 to 3 applied, step 4's update undone
     for k, v in reference.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
 
@@ -457,7 +459,7 @@ def test_weights_that_turn_nan_at_the_last_step_are_restored():
         return torch.where(torch.tensor(True), lm.cross_entropy(z, b), torch.sqrt(-(z.abs().sum() + 1)))
 
     model, start = tiny(), tiny().state_dict()
-    with pytest.raises(FloatingPointError, match="weights: became NaN or infinite by the last step"):
+    with pytest.raises(FloatingPointError, match="weights became NaN or infinite in epoch 1"):
         lm.train(model, lambda g: lm.windows(text, 2, 16, g), 1, loss=loss)
     assert all(torch.equal(start[k], v) for k, v in model.state_dict().items()) and not model.training
 

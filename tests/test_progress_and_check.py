@@ -26,8 +26,9 @@ def bars(monkeypatch):
     made = []
     real = tqdm.auto.tqdm
 
-    def recording(*args, **kwargs):
-        made.append(kwargs.get("desc", ""))
+    def recording(*args, **kwargs):  # the bars shown (a disabled bar draws nothing)
+        if not kwargs.get("disable"):
+            made.append(kwargs.get("desc", ""))
         return real(*args, **{**kwargs, "delay": 0})
 
     monkeypatch.setattr(tqdm.auto, "tqdm", recording)

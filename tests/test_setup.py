@@ -98,7 +98,8 @@ TRANSITIVE = {"myst-nb": "jupyter-book", "sphinx": "jupyter-book", "nbclient": "
 def imported_modules() -> set[str]:
     files = [*ROOT.glob("kdtutor/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("scripts/*.py"),
              *ROOT.glob("benchmarks/*.py"), ROOT / "book" / "conftest.py"]
-    local = {p.stem for p in files} | {"kdtutor", "conftest"}
+    packages = {p.parent.name for p in files if p.name == "__init__.py"}  # e.g. tests/methods
+    local = {p.stem for p in files} | packages | {"kdtutor", "conftest"}
     names = set()
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):

@@ -366,3 +366,74 @@ def test_a_teacher_in_another_dtype_reads_and_returns_the_images_dtype(small, dt
     got = loss.teacher_logits(batch)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, teacher(batch.x.to(dtype)).float(), rtol=0, atol=0)
+
+
+# --- warm-up, clipping and a Stream (the language model's loop is fit's) ---------------------------------------------
+
+def test_clip_caps_the_gradient_norm_like_torch(small):
+    """One SGD step with clip: the same weights as torch's clip_grad_norm_ on the same batch (oracle)."""
+    train, _ = small
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    reference = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    reference.load_state_dict(model.state_dict())
+    x, y = train.tensors[0][:64], train.tensors[1][:64]
+    kd.fit(model, TensorDataset(x, y), epochs=1, batch_size=64, lr=10.0, optimizer="sgd", momentum=0.0,
+           schedule="constant", clip=1e-2, verbose=False)
+    nn.functional.cross_entropy(reference(x), y).backward()
+    assert nn.utils.clip_grad_norm_(reference.parameters(), 1e-2) > 1e-2  # the cap binds
+    with torch.no_grad():
+        for p in reference.parameters():
+            p -= 10.0 * p.grad
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)  # the batch's order differs: float sums do
+
+
+def test_warmup_ramps_the_learning_rate_then_the_schedule_takes_over(small):
+    train, _ = small
+    seen = []
+    original = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *a, **k)
+
+    data = Subset(train, range(6 * 32))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.AdamW, "step", spy)
+        kd.fit(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), data, epochs=1, batch_size=32, lr=1.0, warmup=2,
+               verbose=False)
+    assert seen == pytest.approx([0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)])
+    with pytest.raises(ValueError, match="warmup: expected an integer from 0 to steps - 1 = 5"):
+        kd.fit(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), data, epochs=1, batch_size=32, warmup=6,
+               verbose=False)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="warmup: expected an integer >= 0"):
+            kd.TrainConfig(warmup=bad)
+    with pytest.raises(ValueError, match="clip: expected a positive finite number"):
+        kd.TrainConfig(clip=0)
+
+
+def test_a_stream_trains_drawn_batches_and_refuses_what_it_cannot_do():
+    draws = []
+
+    def draw(g):
+        ids = torch.randint(5, (4, 9), generator=g)
+        draws.append(ids)
+        return ids
+
+    model = nn.Sequential(nn.Embedding(5, 8), nn.Linear(8, 5))
+    history = kd.fit(model, kdevice.Stream(draw, 3), epochs=2, verbose=False, seed=7)
+    assert len(history) == 2 and len(draws) == 6  # three batches per epoch
+    again = []
+    kd.fit(nn.Sequential(nn.Embedding(5, 8), nn.Linear(8, 5)), kdevice.Stream(lambda g: again.append(
+        torch.randint(5, (4, 9), generator=g)) or again[-1], 3), epochs=2, verbose=False, seed=7)
+    assert all(torch.equal(a, b) for a, b in zip(draws, again, strict=True))  # the seed fixes the draws
+    with pytest.raises(ValueError, match="augment: a Stream's batches are drawn as they are"):
+        kd.fit(model, kdevice.Stream(draw, 1), epochs=1, augment=kd.RandomShiftFlip(), verbose=False)
+    with pytest.raises(ValueError, match=r"batches: expected the function to return integer ids of shape"):
+        kd.fit(model, kdevice.Stream(lambda g: torch.zeros(4, 9), 1), epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="steps: expected a positive integer"):
+        kdevice.Stream(draw, 0)
+    with pytest.raises(TypeError, match="batches: expected a function of a torch.Generator"):
+        kdevice.Stream(torch.zeros(4, 9), 1)

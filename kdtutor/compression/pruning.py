@@ -1,6 +1,6 @@
 """Pruning: zero the smallest weights (unstructured), or remove whole channels so the layers really shrink.
 
-**Unstructured magnitude pruning** (Han et al. 2015) sets the fraction ``amount`` of weights with the smallest
+**Unstructured magnitude pruning** (Han et al. 2015) sets the fraction ``ratio`` of weights with the smallest
 :math:`|w|` to zero, ranked over all convolution and linear weights together (global ranking, through
 :func:`torch.nn.utils.prune.global_unstructured` with L1 magnitude, then :func:`torch.nn.utils.prune.remove` to make
 the zeros permanent). The tensors keep their shapes: the model is no smaller on disk until the file is compressed,
@@ -53,20 +53,19 @@ def _ratio(value, name: str) -> float:
     return float(value)
 
 
-def prune_magnitude(model: nn.Module, amount: float) -> nn.Module:
-    """A copy of ``model`` with the fraction ``amount`` of its conv and linear weights (smallest :math:`|w|`) zeroed.
+def prune_magnitude(model: nn.Module, ratio: float) -> nn.Module:
+    """A copy of ``model`` with the fraction ``ratio`` of its conv and linear weights (smallest :math:`|w|`) zeroed.
 
     Global ranking over all those layers (a layer with many small weights loses more), biases kept; the pruning
     masks are removed afterwards, so the copy's ``state_dict`` has the original names and shapes.
     """
-    amount = _ratio(amount, "amount")
+    ratio = _ratio(ratio, "ratio")
     checks.nn_module("model", model)
     pruned = copy.deepcopy(model)
     layers = [(layer, "weight") for _, layer in prunable(pruned)]
     if not layers:
         raise ValueError(f"model: a {type(model).__name__} has no nn.Conv2d or nn.Linear layer to prune")
-    prune.global_unstructured(layers, pruning_method=prune.L1Unstructured,
-                             amount=amount)
+    prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=ratio)
     for layer, attr in layers:
         prune.remove(layer, attr)
     return pruned

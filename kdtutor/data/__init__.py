@@ -27,7 +27,7 @@ from kdtutor.data.datasets import (
     read_idx,
     to_tensor_dataset,
 )
-from kdtutor.data.device import Batch, OnDevice, move, nonempty
+from kdtutor.data.device import Batch, OnDevice, Stream, move, nonempty
 from kdtutor.data.splits import (
     BOOK_N_VAL,
     BOOK_SPLIT_SEED,
@@ -44,6 +44,6 @@ __all__ = [
     "FASHION_CLASSES", "FMNIST_MEAN", "FMNIST_STD", "MNIST_CLASSES",
     "MNIST_MEAN", "MNIST_STD", "DatasetNotFoundError", "denormalize", "load_cifar10", "load_fashion_mnist",
     "load_mnist", "locate_fashion_mnist", "read_idx", "to_tensor_dataset",
-    "Batch", "OnDevice", "move", "nonempty",
+    "Batch", "OnDevice", "Stream", "move", "nonempty",
     "BOOK_N_VAL", "BOOK_SPLIT_SEED", "book_split", "split", "stratified_indices", "subset", "without_classes",
 ]

@@ -9,20 +9,22 @@ stacked batch by batch every epoch, so its transforms stay random.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-__all__ = ["Batch", "OnDevice", "move", "nonempty"]
+__all__ = ["Batch", "OnDevice", "Stream", "move", "nonempty"]
 
 
 class Batch(NamedTuple):
-    """One training step's inputs: images ``x``, labels ``y`` and the samples' indices ``idx`` in the dataset."""
+    """One training step's inputs: images ``x``, labels ``y`` and the samples' indices ``idx`` in the dataset (None for
+    a :class:`Stream`, whose batches are drawn afresh)."""
 
     x: torch.Tensor
     y: torch.Tensor
-    idx: torch.Tensor
+    idx: torch.Tensor | None
 
 
 def move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -114,6 +116,10 @@ class OnDevice:
         """A seeded generator for :meth:`batches`: on the device for in-memory data, on the host otherwise."""
         return torch.Generator(self.device if self.tensors is not None else "cpu").manual_seed(seed)
 
+    def steps(self, batch_size: int, world_size: int = 1) -> int:
+        """The number of batches in one pass of :meth:`batches`."""
+        return math.ceil(len(self) / (batch_size * world_size))
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None, drop_single: bool = False,
                 rank: int = 0, world_size: int = 1):
         """Yield :class:`Batch` objects on the device, shuffled by ``generator`` (from :meth:`generator`).
@@ -152,3 +158,48 @@ class OnDevice:
         x = torch.stack([torch.as_tensor(s[0]) for s in samples]).to(self.device)
         y = torch.as_tensor([int(s[1]) for s in samples], dtype=torch.int64, device=self.device)
         return Batch(x, y, idx.to(self.device))
+
+
+class Stream:
+    """A training set drawn afresh at every step, for :func:`~kdtutor.training.fit`: each pass yields ``steps``
+    batches, each ``draw(generator)`` — e.g. random windows of a text (:func:`kdtutor.lm.windows`).
+
+    ``draw`` returns ids of shape ``(B, L + 1)`` on ``device``; a batch is then the inputs ``x = ids[:, :-1]`` and
+    the next ids ``y = ids[:, 1:]`` (a language model's targets), with no sample indices. The generator is a seeded
+    CPU generator (``fit``'s ``seed``), so a seed draws the same batches on any device. A stream has no fixed
+    samples: nothing can be cached per sample, augmented or checked in advance, and it trains on one process.
+    """
+
+    tensors = None  # no stored samples
+    labels = None   # none known in advance: fit checks each batch's targets against the outputs on the first
+
+    def __init__(self, draw, steps: int, device: torch.device | str = "cpu"):
+        if not callable(draw) or isinstance(draw, torch.Tensor):
+            raise TypeError(f"batches: expected a function of a torch.Generator returning (B, L + 1) ids, e.g. "
+                            f"lambda g: windows(ids, 32, 128, g), got {type(draw).__name__}")
+        self.draw, self.device = draw, torch.device(device)
+        self.n = steps if not isinstance(steps, bool) and isinstance(steps, int) and steps >= 1 else None
+        if self.n is None:
+            raise ValueError(f"steps: expected a positive integer, got {steps!r}")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def steps(self, batch_size: int | None = None, world_size: int = 1) -> int:
+        """The number of batches in one pass (``batch_size`` is the draw's business)."""
+        if world_size > 1:
+            raise ValueError("train: a Stream trains on one process (its batches are drawn, not sharded)")
+        return self.n
+
+    def generator(self, seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    def batches(self, batch_size: int | None = None, generator: torch.Generator | None = None,
+                drop_single: bool = False, rank: int = 0, world_size: int = 1):
+        for _ in range(self.steps(batch_size, world_size)):
+            ids = self.draw(generator)
+            if not torch.is_tensor(ids) or ids.ndim != 2 or ids.shape[1] < 2 or ids.is_floating_point():
+                raise ValueError(f"batches: expected the function to return integer ids of shape (B, L + 1), got "
+                                 f"{getattr(ids, 'dtype', type(ids).__name__)} of shape "
+                                 f"{tuple(getattr(ids, 'shape', ()))}")
+            yield Batch(ids[:, :-1], ids[:, 1:], None)

@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdtutor import checks
+from kdtutor.data import Batch
+from kdtutor.methods.base import Objective
 from kdtutor.methods.divergence import kl_rows
 
 __all__ = ["TokenKD", "forward_kl", "generalized_jsd", "reverse_kl", "token_cross_entropy"]
@@ -139,7 +141,7 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
-class TokenKD:
+class TokenKD(Objective):
     r"""Token-level distillation: at every position, a divergence from the teacher's next-character distribution.
 
     .. math:: \mathcal{L} = \alpha \, T^2 D(p^T, q^T) + (1 - \alpha)\, \mathrm{CE}(y, q)
@@ -170,6 +172,7 @@ class TokenKD:
 
     def __init__(self, teacher: nn.Module, divergence=forward_kl, temperature: float = 1.0, alpha: float = 1.0,
                  prompt: int = 0, pad_id: int | None = None):
+        super().__init__()
         checks.nn_module("teacher", teacher)
         if isinstance(divergence, str):
             if divergence not in self.DIVERGENCES:
@@ -183,32 +186,54 @@ class TokenKD:
             raise checks.bad("prompt", "an integer >= 0 (the prompt ids at the start of each row)", prompt)
         if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int)):
             raise checks.bad("pad_id", "an integer id or None", pad_id)
-        self.teacher, self.divergence = teacher, divergence
+        object.__setattr__(self, "teacher", teacher)  # outside the module tree: frozen, never trained or saved
+        self.divergence = divergence
         self.temperature, self.alpha = checks.positive("temperature", temperature), checks.probability("alpha", alpha)
         self.prompt, self.pad_id = prompt, pad_id
 
-    def scored(self, batch: torch.Tensor) -> torch.Tensor | None:
-        """The positions scored, bool ``(B, L)`` (``None``: all of them, the default)."""
+    def teachers(self) -> list[nn.Module]:
+        return [self.teacher]
+
+    def setup(self, train, augment) -> None:
+        self.teacher.to(train.device)
+
+    def scored(self, batch: Batch | torch.Tensor) -> torch.Tensor | None:
+        """The positions scored, bool ``(B, L)`` (``None``: all of them, the default), for a :class:`Batch` of inputs
+        and next ids or the ids ``(B, L + 1)`` themselves."""
+        targets = _next_ids(batch)
         if self.prompt <= 1 and self.pad_id is None:
             return None
-        mask = torch.ones(batch[:, 1:].shape, dtype=torch.bool, device=batch.device)
+        mask = torch.ones(targets.shape, dtype=torch.bool, device=targets.device)
         mask[:, : max(self.prompt - 1, 0)] = False  # position t predicts id t + 1: a prompt id while t + 1 < prompt
         if self.pad_id is not None:
-            mask &= batch[:, 1:] != self.pad_id
+            mask &= targets != self.pad_id
         if not bool(mask.any()):
             raise ValueError(f"batch: no position left to score (prompt={self.prompt}, pad_id={self.pad_id}) in a "
-                             f"batch of shape {tuple(batch.shape)}")
+                             f"batch of shape {(targets.shape[0], targets.shape[1] + 1)}")
         return mask
 
-    def __call__(self, logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    def forward(self, out: torch.Tensor, batch: Batch | torch.Tensor, features=None) -> torch.Tensor:
+        """The loss of the student's logits ``out`` ``(B, L, V)`` on ``batch``: a :class:`Batch` (inputs ``x``, next
+        ids ``y``, as :class:`~kdtutor.data.Stream` makes them) or the ids ``(B, L + 1)``."""
+        if torch.is_tensor(batch):
+            batch = Batch(batch[:, :-1], batch[:, 1:], None)
         if self.teacher.training:
             self.teacher.eval()  # dropout off: the same batch gives the same targets
         with torch.no_grad():
-            teacher_logits = self.teacher(batch[:, :-1])
-        targets, mask = batch[:, 1:], self.scored(batch)
+            teacher_logits = self.teacher(batch.x)
+        logits, targets, mask = out, batch.y, self.scored(batch)
         if mask is not None:  # the scored positions only, as (K, vocab) rows
             logits, teacher_logits, targets = logits[mask], teacher_logits[mask], targets[mask]
         loss = self.divergence(logits, teacher_logits, temperature=self.temperature)
         if self.alpha == 1.0:
             return loss
         return self.alpha * loss + (1 - self.alpha) * token_cross_entropy(logits, targets)
+
+    def extra_repr(self) -> str:
+        name = getattr(self.divergence, "__name__", type(self.divergence).__name__)
+        return (f"{name}, temperature={self.temperature}, alpha={self.alpha}, prompt={self.prompt}, "
+                f"pad_id={self.pad_id}")
+
+
+def _next_ids(batch: Batch | torch.Tensor) -> torch.Tensor:
+    return batch[:, 1:] if torch.is_tensor(batch) else batch.y

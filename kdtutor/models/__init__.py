@@ -21,6 +21,7 @@ from kdtutor.models.registry import (
     ShippedModelError,
     pretrained,
     pretrained_teacher,
+    rebuild,
     record,
     shipped_models,
     teacher_record,
@@ -32,5 +33,5 @@ __all__ = [
     "CNN", "MLP", "VGG12", "cost_on_meta", "count_params", "record_activations", "student_cnn", "teacher_cnn",
     "vgg12", "vgg12_fmnist",
     "ShippedModelError", "pretrained", "pretrained_teacher", "record", "shipped_models", "teacher_record", "verify",
-    "write_record",
+    "rebuild", "write_record",
 ]

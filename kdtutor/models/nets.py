@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from kdtutor.checkpoint import architecture
 
@@ -171,30 +172,16 @@ def cost_on_meta(build: Callable[[], nn.Module], input_shape: Sequence[int]) -> 
     """Parameters and multiply-accumulates (MACs) of ``build()`` on one input of ``input_shape``, e.g. ``(3, 32, 32)``.
 
     The model is built on PyTorch's ``meta`` device, where tensors have shapes but no storage, so a model of 92M
-    parameters is measured without allocating them. MACs count the convolutions (``output elements x in_channels /
-    groups x kernel area``) and the linear layers (``output elements x in_features``); a FLOP count is about twice
-    that. Normalisation, activations and pooling are not counted.
+    parameters is measured without allocating them. The MACs are half the FLOPs that PyTorch's own counter
+    (``torch.utils.flop_counter.FlopCounterMode``) finds in one forward pass: the convolutions (``output elements x
+    in_channels / groups x kernel area``) and the matrix products (a linear layer: ``output elements x
+    in_features``; attention's too). Normalisation, activations, pooling and bias additions are not counted.
     """
     with torch.device("meta"):
         model = build()
-    macs = 0
-
-    def count(module: nn.Module, inputs, output: torch.Tensor) -> None:
-        nonlocal macs
-        if isinstance(module, nn.Conv2d):
-            kernel = module.kernel_size[0] * module.kernel_size[1]
-            macs += output.numel() * module.in_channels // module.groups * kernel
-        else:
-            macs += output.numel() * module.in_features
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.empty(1, *input_shape, device="meta"))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {"params": count_params(model), "macs": macs}
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.empty(1, *input_shape, device="meta"))
+    return {"params": count_params(model), "macs": counter.get_total_flops() // 2}
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

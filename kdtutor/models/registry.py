@@ -23,10 +23,12 @@ version and thread count the weights come out bit-identical. Today's entries:
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib
 import json
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -36,7 +38,7 @@ from kdtutor.checkpoint import load
 
 __all__ = [
     "TEACHER_NAME", "WEIGHTS_DIR", "ShippedModelError", "pretrained", "pretrained_teacher", "record",
-    "shipped_models", "teacher_record", "verify", "write_record",
+    "rebuild", "shipped_models", "teacher_record", "verify", "write_record",
 ]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -105,6 +107,21 @@ def write_record(weights: Path, command: str, model: nn.Module, **fields) -> dic
            "command": command}
     (weights.parent / f"{weights.stem}.json").write_text(json.dumps(rec, indent=1) + "\n")
     return rec
+
+
+def rebuild(description: str, recipes: dict, build, argv: list[str] | None = None) -> None:
+    """The command line of the scripts that rebuild shipped models: ``NAME ...`` (default: every recipe) and
+    ``--out DIR`` (default: the package's weights folder); ``build(name, recipe, out)`` makes each, timed."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    parser.add_argument("names", nargs="*", choices=[[], *recipes], metavar="NAME",
+                        help=f"which models to rebuild (default: all of {', '.join(recipes)})")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.names or recipes:
+        start = time.perf_counter()
+        build(name, recipes[name], args.out)
+        print(f"  ({time.perf_counter() - start:.0f} s in all)")
 
 
 def teacher_record() -> dict:

@@ -36,6 +36,8 @@ class TrainConfig:
     check_every: int = 50                  # steps between checks for a non-finite loss (each check syncs once)
     channels_last: bool = False           # convolutions on images stored N x H x W x C: about 2x faster on CPU
     #                                        (converts the student and an online teacher in place; values unchanged)
+    warmup: int = 0                        # optimizer steps of linear warm-up to lr, then the schedule over the rest
+    clip: float | None = None              # the gradients' largest total norm (None: not clipped)
 
     def __post_init__(self):
         checks.positive_int("epochs", self.epochs)
@@ -62,6 +64,10 @@ class TrainConfig:
         for name in ("amp", "channels_last"):  # the flags: a string such as "false" would be truthy
             if not isinstance(getattr(self, name), bool):
                 raise checks.bad(name, "True or False", getattr(self, name))
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise checks.bad("warmup", "an integer >= 0 (optimizer steps)", self.warmup)
+        if self.clip is not None:
+            checks.positive("clip", self.clip)
         if self.amp_dtype not in (None, torch.bfloat16, torch.float16):
             raise checks.bad("amp_dtype", "None, torch.bfloat16 or torch.float16", self.amp_dtype)
 

@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from kdtutor import checks
-from kdtutor.data import OnDevice, nonempty
+from kdtutor.data import OnDevice, Stream, nonempty
 from kdtutor.evaluation import evaluate
 from kdtutor.methods import CrossEntropy, Distillation, Objective
 from kdtutor.models import record_activations
@@ -146,7 +146,9 @@ class _Run:
         device = torch.device(device) if device is not None else default_device()
         run.procs = procs = distributed.group(device)  # one process, or this one's place among torchrun's
         device, run.verbose = procs.device, verbose and procs.rank == 0
-        run.data = OnDevice(nonempty("train", train), device, cfg.channels_last)
+        if isinstance(train, Stream) and cfg.augment is not None:
+            raise ValueError("augment: a Stream's batches are drawn as they are; augment inside its draw function")
+        run.data = train if isinstance(train, Stream) else OnDevice(nonempty("train", train), device, cfg.channels_last)
         run.val = OnDevice(nonempty("val", val), device, cfg.channels_last) if val is not None else None
         model.to(device)
         with torch.random.fork_rng(devices=[]):  # parameters an objective builds start from the run's seed
@@ -161,9 +163,11 @@ class _Run:
         run.params = [p for p in (*model.parameters(), *objective.parameters()) if p.requires_grad]
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError(f"model: has no trainable parameters ({type(model).__name__}); nothing for fit to train")
-        run.steps_per_epoch = math.ceil(len(run.data) / (cfg.batch_size * procs.world_size))
-        run.opt, run.sched = _optimizer(cfg, run.params, steps=cfg.epochs * run.steps_per_epoch,
-                                        fused=device.type == "cuda")
+        run.steps_per_epoch = run.data.steps(cfg.batch_size, procs.world_size)
+        steps = cfg.epochs * run.steps_per_epoch
+        if cfg.warmup >= steps:
+            raise checks.bad("warmup", f"an integer from 0 to steps - 1 = {steps - 1}", cfg.warmup)
+        run.opt, run.sched = _optimizer(cfg, run.params, steps=steps, fused=device.type == "cuda")
         amp_dtype = _amp_dtype(device, cfg)
         run.autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
         run.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -200,6 +204,9 @@ class _Run:
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(value).backward()
         self.procs.average_gradients(self.objective.parameters())
+        if self.cfg.clip is not None:  # the norm of the true gradients: unscaled first (a no-op without a scaler)
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.params, self.cfg.clip)
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
@@ -263,8 +270,8 @@ def _objective(loss, teacher, teacher_logits, temperature, alpha) -> Objective:
         return CrossEntropy()
     if teacher is not None and teacher_logits is not None:
         raise ValueError("teacher_logits: pass either a teacher or its cached logits, not both")
-    return Distillation(teacher, teacher_logits, 4.0 if temperature is None else temperature,
-                        0.9 if alpha is None else alpha)
+    given = {"temperature": temperature, "alpha": alpha}  # the rest: Distillation's defaults, written once there
+    return Distillation(teacher, teacher_logits, **{k: v for k, v in given.items() if v is not None})
 
 
 def _check_parameters(model: nn.Module) -> None:
@@ -284,7 +291,7 @@ def _label_ranges(data: OnDevice, val_data: OnDevice | None, labelled) -> dict[s
     """The smallest and largest label of the training (its labelled rows) and validation set: one sync each."""
     ranges = {}
     for name, d in (("train", data), ("val", val_data)):
-        if d is not None:
+        if d is not None and d.labels is not None:  # a Stream's are checked on its first batch
             y = d.labels
             if y.is_floating_point() or y.dtype == torch.bool:
                 raise ValueError(f"{name}: expected integer class labels, got {y.dtype}")
@@ -317,10 +324,15 @@ def _optimizer(cfg: TrainConfig, params, steps: int, fused: bool = False):
         momentum = 0.9 if cfg.momentum is None else cfg.momentum
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay,
                               nesterov=momentum > 0)
-    if cfg.schedule == "cosine":
-        factor = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))  # noqa: E731
-    else:
-        factor = lambda s: 1.0  # noqa: E731
+    warmup = cfg.warmup
+
+    def factor(s: int) -> float:  # lr's multiplier at step s: a linear warm-up, then cosine to 0 or constant
+        if s < warmup:
+            return (s + 1) / warmup
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (min(s, steps) - warmup) / max(1, steps - warmup)))
+        return 1.0
+
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
@@ -371,6 +383,8 @@ def _validate(model: nn.Module, val_data: OnDevice, procs: distributed.Group) ->
 
 def _bad_input(data: OnDevice) -> str | None:
     """After a non-finite loss: the first training sample whose inputs hold NaN or infinity (one pass, in order)."""
+    if isinstance(data, Stream):  # drawn afresh: no fixed sample to point at
+        return None
     for batch in data.batches(1024):
         if batch.x.is_floating_point():
             bad = ~torch.isfinite(batch.x.reshape(len(batch.x), -1)).all(1)
