@@ -220,7 +220,7 @@ class _LossFunction(Objective):
 
     def __init__(self, fn):
         super().__init__()
-        self.fn = fn
+        object.__setattr__(self, "fn", fn)  # outside the module tree: a loss module's teacher is not trained
 
     def forward(self, out: torch.Tensor, batch, features=None) -> torch.Tensor:
         return self.fn(out, torch.cat([batch.x, batch.y[:, -1:]], 1))
@@ -232,19 +232,20 @@ def train(model: nn.Module, batches, steps: int, loss=cross_entropy, lr: float =
     """Train ``model`` for ``steps`` AdamW steps through :func:`kdtutor.training.fit`; each step's batch is
     ``batches(generator)``.
 
-    ``batches`` returns ``(B, L + 1)`` int64 ids on the model's device, e.g.
-    ``lambda g: windows(corpus.train, 32, 128, g)`` (a :class:`~kdtutor.data.Stream` of one batch per epoch, so that
-    ``fit`` checks, records and can restore every step). ``loss`` is :func:`cross_entropy` (``fit``'s
+    ``batches`` returns ``(B, L + 1)`` int64 ids on the model's device, e.g. ``lambda g: windows(corpus.train, 32,
+    128, g)`` (a :class:`~kdtutor.data.Stream` of one batch per epoch, so that ``fit`` checks, records and can
+    restore every step; ``fit``'s "epoch k" is step k). ``loss`` is :func:`cross_entropy` (``fit``'s
     :class:`~kdtutor.training.CrossEntropy` on the next ids), a :class:`TokenKD`, any other objective, or any
     function of the student's logits on ``batch[:, :-1]`` and the batch. ``seed`` fixes the generator handed to
-    ``batches`` and dropout. ``cosine`` decays the learning rate to 0 after ``warmup`` linear steps; ``clip`` caps the
-    gradient's norm (``TrainConfig``'s ``warmup`` and ``clip``). It returns ``fit``'s
+    ``batches`` and dropout. ``cosine`` decays the learning rate to 0 after ``warmup`` linear steps; ``clip`` caps
+    the gradient's norm (``TrainConfig``'s ``warmup`` and ``clip``). It returns ``fit``'s
     :class:`~kdtutor.training.History`, one row per step: ``train_loss`` the step's loss, ``seconds`` its time, and
     ``interrupted``; passing an earlier ``history`` appends to it (the schedule and the generator start afresh).
 
     Everything else is ``fit``'s: Ctrl-C stops between steps and keeps the model and its history; a loss or weights
     that turn NaN or infinite raise ``FloatingPointError`` with the model back at its weights from before that step
-    and the history attached as ``err.history``. The model is left in eval mode.
+    and the history attached as ``err.history``. The model is left in eval mode. It trains in float32 on every
+    device (no mixed precision; on CUDA ``fit``'s fused AdamW) and on one process.
     """
     checks.nn_module("model", model)
     if isinstance(loss, type):
@@ -252,7 +253,7 @@ def train(model: nn.Module, batches, steps: int, loss=cross_entropy, lr: float =
                         f"first, e.g. {loss.__name__}(teacher)")
     if not callable(loss):
         raise TypeError(f"loss: expected a loss function or object, got {type(loss).__name__}")
-    checks.positive("lr", lr)
+    lr, weight_decay = checks.positive("lr", lr), checks.non_negative("weight_decay", weight_decay)
     checks.positive_int("steps", steps)
     if history is not None and not isinstance(history, History):
         raise TypeError(f"history: expected a kdtutor History (e.g. the one an earlier train returned) or None, "
@@ -260,8 +261,9 @@ def train(model: nn.Module, batches, steps: int, loss=cross_entropy, lr: float =
     objective = CrossEntropy() if loss is cross_entropy else loss if isinstance(loss, Objective) else \
         _LossFunction(loss)
     config = TrainConfig(epochs=steps, lr=lr, weight_decay=weight_decay, schedule="cosine" if cosine else "constant",
-                         warmup=warmup, clip=clip, seed=seed, check_every=1)
-    device = next(model.parameters()).device
+                         warmup=warmup, clip=checks.positive("clip", clip), seed=seed, check_every=1,
+                         amp=False)  # float32 on a GPU too, as the book's language models were trained
+    device = next(model.parameters(), torch.empty(0)).device
     return fit(model, Stream(batches, 1, device), config, loss=objective, device=device, history=history,
                verbose=False)
 

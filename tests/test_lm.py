@@ -415,7 +415,7 @@ def test_config_object_or_keywords_not_both():
 
 # --- issue 28: lost work, a teacher in train mode, scored positions -------------------------------------------------
 
-def test_a_diverging_run_restores_the_last_finite_weights_like_fit():
+def test_a_diverging_run_restores_the_weights_from_before_the_failing_step_like_fit():
     """lr=1e6 diverges: the error carries the history, the model is in eval mode with the weights from before the
     step that failed (fit's epoch: lm.train gives it one step)."""
     text = torch.randint(11, (500,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -432,7 +432,7 @@ def test_a_diverging_run_restores_the_last_finite_weights_like_fit():
     assert taken or all(torch.equal(start[k], v) for k, v in model.state_dict().items())
 
 
-def test_a_loss_that_turns_nan_later_keeps_the_weights_of_the_last_finite_step():
+def test_a_loss_that_turns_nan_later_keeps_the_weights_of_the_completed_steps():
     text = torch.randint(11, (500,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     calls = []
 

@@ -7,7 +7,7 @@ from torch.utils.data import Subset, TensorDataset
 
 import kdtutor as kd
 from kdtutor.data import device as kdevice
-from kdtutor.training import loop
+from kdtutor.training import config
 
 
 def mlp(seed=0, hidden=(32,), dropout=0.0):
@@ -226,11 +226,11 @@ def test_amp_dtype_counts_only_native_bf16(monkeypatch, native_bf16, override, e
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
     cfg = kd.TrainConfig(amp_dtype=override)
-    assert loop._amp_dtype(torch.device("cuda"), cfg) == expected
+    assert config.autocast_dtype(torch.device("cuda"), cfg) == expected
     if override is None:
         assert asked["including_emulation"] is False
-    assert loop._amp_dtype(torch.device("cpu"), cfg) is None
-    assert loop._amp_dtype(torch.device("cuda"), kd.TrainConfig(amp=False)) is None
+    assert config.autocast_dtype(torch.device("cpu"), cfg) is None
+    assert config.autocast_dtype(torch.device("cuda"), kd.TrainConfig(amp=False)) is None
 
 
 @pytest.mark.cuda
@@ -429,6 +429,9 @@ def test_a_stream_trains_drawn_batches_and_refuses_what_it_cannot_do():
     kd.fit(nn.Sequential(nn.Embedding(5, 8), nn.Linear(8, 5)), kdevice.Stream(lambda g: again.append(
         torch.randint(5, (4, 9), generator=g)) or again[-1], 3), epochs=2, verbose=False, seed=7)
     assert all(torch.equal(a, b) for a, b in zip(draws, again, strict=True))  # the seed fixes the draws
+    cached = kd.Distillation(teacher_logits=torch.randn(4, 5))
+    with pytest.raises(ValueError, match="train: a Stream's batches have no sample indices"):
+        kd.fit(model, kdevice.Stream(draw, 1), epochs=1, loss=cached, verbose=False)
     with pytest.raises(ValueError, match="augment: a Stream's batches are drawn as they are"):
         kd.fit(model, kdevice.Stream(draw, 1), epochs=1, augment=kd.RandomShiftFlip(), verbose=False)
     with pytest.raises(ValueError, match=r"batches: expected the function to return integer ids of shape"):

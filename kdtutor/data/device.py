@@ -162,22 +162,23 @@ class OnDevice:
 
 class Stream:
     """A training set drawn afresh at every step, for :func:`~kdtutor.training.fit`: each pass yields ``steps``
-    batches, each ``draw(generator)`` — e.g. random windows of a text (:func:`kdtutor.lm.windows`).
+    batches, each ``batches(generator)`` — e.g. random windows of a text (:func:`kdtutor.lm.windows`).
 
-    ``draw`` returns ids of shape ``(B, L + 1)`` on ``device``; a batch is then the inputs ``x = ids[:, :-1]`` and
+    ``batches`` returns ids of shape ``(B, L + 1)`` on ``device``; a batch is then the inputs ``x = ids[:, :-1]`` and
     the next ids ``y = ids[:, 1:]`` (a language model's targets), with no sample indices. The generator is a seeded
     CPU generator (``fit``'s ``seed``), so a seed draws the same batches on any device. A stream has no fixed
-    samples: nothing can be cached per sample, augmented or checked in advance, and it trains on one process.
+    samples: nothing can be cached per sample, augmented or checked in advance (fit refuses cached teacher
+    outputs, cached features, a ``labelled`` mask and ``augment`` with it), and it trains on one process.
     """
 
     tensors = None  # no stored samples
     labels = None   # none known in advance: fit checks each batch's targets against the outputs on the first
 
-    def __init__(self, draw, steps: int, device: torch.device | str = "cpu"):
-        if not callable(draw) or isinstance(draw, torch.Tensor):
+    def __init__(self, batches, steps: int, device: torch.device | str = "cpu"):
+        if not callable(batches) or isinstance(batches, torch.Tensor):
             raise TypeError(f"batches: expected a function of a torch.Generator returning (B, L + 1) ids, e.g. "
-                            f"lambda g: windows(ids, 32, 128, g), got {type(draw).__name__}")
-        self.draw, self.device = draw, torch.device(device)
+                            f"lambda g: windows(ids, 32, 128, g), got {type(batches).__name__}")
+        self.draw, self.device = batches, torch.device(device)
         self.n = steps if not isinstance(steps, bool) and isinstance(steps, int) and steps >= 1 else None
         if self.n is None:
             raise ValueError(f"steps: expected a positive integer, got {steps!r}")

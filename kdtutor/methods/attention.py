@@ -54,7 +54,6 @@ def attention_transfer_loss(student_features: torch.Tensor, teacher_features: to
     return (attention_map(student_features, p) - attention_map(teacher_features.to(dtype), p)).pow(2).mean()
 
 
-
 class AttentionTransfer(FeatureObjective):
     r"""Attention transfer (Zagoruyko & Komodakis 2017): :math:`\beta \sum_{\mathrm{pairs}}
     \mathrm{mean}(Q(S) - Q(T))^2` with the paper's :math:`\beta = 1000` as ``weight``.

@@ -29,13 +29,12 @@ from kdtutor.data import Batch, OnDevice
 __all__ = ["CrossEntropy", "FeatureObjective", "Objective", "Sum", "TeacherObjective"]
 
 
-
-
 class Objective(nn.Module):
     """Base class of training objectives; subclasses implement ``forward(out, batch, features) -> scalar``."""
 
     features: tuple[str, ...] = ()  # names of the student's submodules whose outputs fit records for forward
     labelled: torch.Tensor | None = None  # mask of the training samples with real labels (None: all of them)
+    indexed: bool = False  # reads rows by the batch's sample indices (cached outputs, a mask): no Stream then
 
     def attach(self, model: nn.Module, train: OnDevice) -> None:
         """Called once by ``fit`` before :meth:`setup`, with the student: build parameters that depend on it."""
@@ -107,6 +106,10 @@ class TeacherObjective(Objective):
     def teachers(self) -> list[nn.Module]:
         return [] if self.teacher is None else [self.teacher]
 
+    @property
+    def indexed(self) -> bool:
+        return self.teacher is None or self.labelled is not None
+
     def setup(self, train: OnDevice, augment) -> None:
         if self.teacher is not None:
             self.teacher.to(train.device).eval()
@@ -142,9 +145,10 @@ class TeacherObjective(Objective):
         logits = self.teacher_logits(batch)
         bad = ~torch.isfinite(logits.reshape(len(logits), -1)).all(1)
         if bool(bad.any()):
-            return (f"the teacher's logits on the last batch are NaN or infinite (first for sample "
-                    f"{int(batch.idx[bad.nonzero()[0, 0]])}, its index in the training set): the teacher or its "
-                    "inputs are the cause, not the learning rate")
+            first = "" if batch.idx is None else \
+                f" (first for sample {int(batch.idx[bad.nonzero()[0, 0]])}, its index in the training set)"
+            return (f"the teacher's logits on the last batch are NaN or infinite{first}: the teacher or its inputs "
+                    "are the cause, not the learning rate")
         return None
 
     def source(self) -> str:
@@ -165,6 +169,8 @@ class FeatureObjective(Objective):
     un-augmented images. The objective returns its feature term only: add it to a loss on the labels or the logits
     with :class:`Sum`, e.g. ``Sum(Distillation(...), AttentionTransfer(...))``.
     """
+
+    indexed = True  # its cached rows are looked up by sample index
 
     def __init__(self, teacher_features: dict, pairs: dict, weight: float = 1.0):
         super().__init__()
@@ -233,6 +239,10 @@ class Sum(Objective):
     def labelled(self):  # the mask of the term that has one (fit checks the labels it covers)
         return next((t.labelled for t in self.terms if t.labelled is not None), None)
 
+    @property
+    def indexed(self) -> bool:
+        return any(t.indexed for t in self.terms)
+
     def attach(self, model: nn.Module, train: OnDevice) -> None:
         for t in self.terms:
             t.attach(model, train)
@@ -253,7 +263,6 @@ class Sum(Objective):
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return sum(t(out, batch, features) for t in self.terms)
-
 
 
 def _as_features(rows, name: str) -> torch.Tensor:

@@ -82,7 +82,6 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets
     return _dkd_loss(student_logits, teacher_logits, targets, t, tc, nc)
 
 
-
 class DecoupledKD(TeacherObjective):
     r"""Decoupled KD (Zhao et al. 2022): :math:`\mathrm{CE} + w_{\mathrm{TC}}\,T^2\,\mathrm{TCKD} +
     w_{\mathrm{NC}}\,T^2\,\mathrm{NCKD}`, the target-class and non-target-class parts of KD weighted apart.
@@ -105,5 +104,5 @@ class DecoupledKD(TeacherObjective):
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return _dkd_loss(out, self.teacher_logits(batch), batch.y, self.temperature, self.tckd_weight,
-                                  self.nckd_weight)
+                         self.nckd_weight)
 

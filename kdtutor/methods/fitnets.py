@@ -43,7 +43,6 @@ def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor) ->
     return 0.5 * F.mse_loss(s, teacher_features.to(s.dtype))
 
 
-
 class FitNets(FeatureObjective):
     r"""FitNets hints (Romero et al. 2015): :math:`w \sum_{\mathrm{pairs}} \frac{1}{2}\mathrm{mean}((r(s) -
     t)^2)`, with one learned 1×1-convolution regressor :math:`r` per pair, trained with the student.
@@ -80,7 +79,6 @@ class FitNets(FeatureObjective):
     def forward(self, out: torch.Tensor, batch: Batch, features) -> torch.Tensor:
         return self.weight * sum(hint_loss(self.regressors[_key(s)](features[s]), self.teacher_features(batch, t))
                                  for s, t in self.pairs.items())
-
 
 
 def _key(layer: str) -> str:

@@ -58,7 +58,6 @@ def focal_distillation_loss(student_logits: torch.Tensor, old_logits: torch.Tens
     return _focal_distillation_loss(student_logits, old_logits, targets, t, base, focal)
 
 
-
 class FocalDistillation(TeacherObjective):
     r"""Focal distillation from the model being replaced (Yan et al. 2021): fewer negative flips on an update.
 
@@ -76,5 +75,5 @@ class FocalDistillation(TeacherObjective):
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return _focal_distillation_loss(out, self.teacher_logits(batch), batch.y, self.temperature,
-                                                 self.base_weight, self.focal_weight)
+                                        self.base_weight, self.focal_weight)
 

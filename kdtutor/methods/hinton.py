@@ -45,15 +45,10 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.softmax(logits / checks.positive("temperature", temperature), dim=-1)
 
 
-def _full(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision logits (from mixed-precision training) are upcast to float32; float64 stays float64."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
 def _kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
     """:func:`kd_loss` without the argument checks, for the training loop (which checks once, not every step)."""
-    log_q = F.log_softmax(_full(student_logits) / t, dim=-1)
-    log_p = F.log_softmax(_full(teacher_logits) / t, dim=-1)
+    log_q = F.log_softmax(checks.full_precision(student_logits) / t, dim=-1)
+    log_p = F.log_softmax(checks.full_precision(teacher_logits) / t, dim=-1)
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * t * t
 
 
@@ -72,7 +67,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 def _distillation_loss(student_logits, teacher_logits, targets, t: float, alpha: float) -> torch.Tensor:
     """:func:`distillation_loss` without the argument checks (the training loop checks once, up front)."""
-    hard = F.cross_entropy(_full(student_logits), targets.long()) if alpha < 1 else student_logits.new_zeros(())
+    z = checks.full_precision(student_logits)
+    hard = F.cross_entropy(z, targets.long()) if alpha < 1 else student_logits.new_zeros(())
     soft = _kd_loss(student_logits, teacher_logits, t) if alpha > 0 else student_logits.new_zeros(())
     return alpha * soft + (1 - alpha) * hard
 
@@ -98,7 +94,6 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     checks.logits_pair(student_logits, teacher_logits)
     checks.targets(targets, student_logits)
     return _distillation_loss(student_logits, teacher_logits, targets, t, a)
-
 
 
 class Distillation(TeacherObjective):
@@ -154,7 +149,6 @@ class Distillation(TeacherObjective):
     def extra_repr(self) -> str:
         unlabelled = "" if self.labelled is None else f", {int((~self.labelled).sum())} unlabelled rows"
         return f"{self.source()}, temperature={self.temperature}, alpha={self.alpha}{unlabelled}"
-
 
 
 def _as_mask(mask) -> torch.Tensor:

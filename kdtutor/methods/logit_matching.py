@@ -32,7 +32,6 @@ def logit_matching_loss(student_logits: torch.Tensor, teacher_logits: torch.Tens
     return 0.5 * diff.pow(2).mean()
 
 
-
 class LogitMatching(Distillation):
     r"""Regress the student's logits onto the teacher's (Ba & Caruana 2014), mixed with the hard labels:
     :math:`\alpha\,\frac{1}{2BC}\sum(\bar z - \bar v)^2 + (1-\alpha)\,\mathrm{CE}(z, y)` on centred logits.

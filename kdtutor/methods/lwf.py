@@ -78,7 +78,6 @@ def old_class_index(old_classes, student_logits: torch.Tensor, old_logits: torch
     return index.long()
 
 
-
 class LearningWithoutForgetting(TeacherObjective):
     r"""Learning without Forgetting (Li & Hoiem 2016): new labels, and the old model's outputs for the old classes.
 
@@ -104,8 +103,7 @@ class LearningWithoutForgetting(TeacherObjective):
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return _lwf_loss(out, self.teacher_logits(batch), batch.y, self.old_classes, self.temperature,
-                                  self.lwf_weight)
-
+                         self.lwf_weight)
 
 
 def _as_class_index(old_classes) -> torch.Tensor:

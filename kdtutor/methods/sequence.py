@@ -72,8 +72,7 @@ def _token_log_probs(student_logits, teacher_logits, mask, t: float) -> tuple[to
         raise ValueError(f"student_logits: expected at least one token, got shape {s}")
 
     def log_probs(x):  # half precision (mixed-precision training) is upcast to float32; float64 stays float64
-        x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        return F.log_softmax(x.reshape(-1, s[-1]) / t, dim=-1)
+        return F.log_softmax(checks.full_precision(x).reshape(-1, s[-1]) / t, dim=-1)
 
     return log_probs(student_logits), log_probs(teacher_logits)
 
@@ -187,7 +186,7 @@ class TokenKD(Objective):
         if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int)):
             raise checks.bad("pad_id", "an integer id or None", pad_id)
         object.__setattr__(self, "teacher", teacher)  # outside the module tree: frozen, never trained or saved
-        self.divergence = divergence
+        object.__setattr__(self, "divergence", divergence)  # a module of one's own stays outside it too
         self.temperature, self.alpha = checks.positive("temperature", temperature), checks.probability("alpha", alpha)
         self.prompt, self.pad_id = prompt, pad_id
 

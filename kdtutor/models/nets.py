@@ -102,8 +102,6 @@ def student_cnn(num_classes: int = 10) -> CNN:
     return CNN(channels=(8, 16), hidden=0, num_classes=num_classes, batch_norm=False)
 
 
-
-
 STAGES = (64, 128, 256, 512, 1024, 2048)  # channels of each VGG12 stage's two convolutions, at width 1
 POOLED = (True, True, True, False, False, False)  # a 2x2 max-pool after the stage: 32 -> 16 -> 8 -> 4
 

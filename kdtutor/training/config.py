@@ -8,6 +8,7 @@ and is passed around whole: ``fit(model, train, config)``. Any field can also be
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
@@ -22,13 +23,13 @@ __all__ = ["MLP_RECIPE", "TrainConfig"]
 class TrainConfig:
     """How :func:`~kdtutor.training.fit` trains; every field is used by the loop."""
 
-    epochs: int = 8                        # passes over the training set
-    batch_size: int = 128                  # samples per optimizer step
-    lr: float = 1e-3                       # peak learning rate (the schedule starts here)
+    epochs: int = 8                        # passes over the training set (a Stream's: its steps per pass)
+    batch_size: int = 128                  # samples per optimizer step (a Stream draws its own batches)
+    lr: float = 1e-3                       # peak learning rate (reached after the warm-up, if any)
     weight_decay: float = 0.0              # AdamW: decoupled weight decay; SGD: L2 penalty
     optimizer: str = "adamw"               # "adamw" (Loshchilov & Hutter 2019) or "sgd" (Nesterov momentum)
     momentum: float | None = None          # SGD only (None means 0.9); AdamW has none, so it is refused there
-    schedule: str = "cosine"               # "cosine": anneal to 0 over all steps; "constant": keep lr
+    schedule: str = "cosine"               # "cosine": anneal to 0 over the steps after the warm-up; "constant"
     augment: Callable | None = None        # on-device batch augmentation, e.g. RandomShiftFlip(); None for none
     seed: int = 0                          # fixes the shuffling, dropout and augmentation
     amp: bool = True                       # mixed precision on CUDA; ignored on CPU and MPS
@@ -81,6 +82,39 @@ class TrainConfig:
         record["augment"] = None if self.augment is None else repr(self.augment)
         record["amp_dtype"] = None if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
         return record
+
+
+def build_optimizer(cfg: TrainConfig, params, steps: int, fused: bool = False):
+    """The optimizer and its schedule; ``fused`` (on CUDA) makes AdamW update every parameter in one kernel."""
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    else:
+        momentum = 0.9 if cfg.momentum is None else cfg.momentum
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay,
+                              nesterov=momentum > 0)
+    warmup = cfg.warmup
+
+    def factor(s: int) -> float:  # lr's multiplier at step s: a linear warm-up, then cosine to 0 or constant
+        if s < warmup:
+            return (s + 1) / warmup
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (min(s, steps) - warmup) / max(1, steps - warmup)))
+        return 1.0
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def autocast_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
+    """The autocast dtype on CUDA: the override, else bf16 where the GPU has it natively (not emulated), else fp16."""
+    if device.type != "cuda" or not cfg.amp:
+        return None
+    if cfg.amp_dtype is not None:
+        return cfg.amp_dtype
+    try:
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch has no including_emulation (and counts only native support)
+        native_bf16 = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if native_bf16 else torch.float16
 
 
 # The book's one recipe for its cheap student, the MLP 784-128-10, trained on all 55,000 labelled images: every

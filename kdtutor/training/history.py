@@ -72,7 +72,7 @@ class EpochStats:
 
     def _add_up_processes(self) -> None:
         total = self.procs.sum(torch.stack([self.loss_sum.double(), self.correct.double(),
-                                                torch.as_tensor(self.seen, device=self.procs.device).double(),
+                                            torch.as_tensor(self.seen, device=self.procs.device).double(),
                                             torch.tensor(float(self.steps), device=self.procs.device)]))
         self.loss_sum, self.correct = total[0], total[1]
         self.seen, self.steps = int(total[2]), int(total[3])

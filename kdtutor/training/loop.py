@@ -13,7 +13,12 @@ What the loop does for you:
   the GPU has it natively, else float16 with a gradient scaler (``amp_dtype=`` forces one). Losses are computed in
   float32.
 * **Data stays on the device**: an in-memory dataset (and the validation set) is copied to the device once per
-  ``fit`` and shuffled there with a device-side permutation (:class:`kdtutor.data.OnDevice`).
+  ``fit`` and shuffled there with a device-side permutation (:class:`kdtutor.data.OnDevice`). A
+  :class:`kdtutor.data.Stream` is drawn afresh at every step instead (a language model's text windows:
+  :func:`kdtutor.lm.train` is ``fit`` on one); it has no sample indices, so cached teacher outputs, cached features,
+  a ``labelled`` mask and ``augment`` are refused with it, and its inputs are not checked in advance.
+* **Schedule and clipping**: ``warmup`` steps of linear warm-up, then cosine to 0 (or constant); ``clip`` caps the
+  gradients' total norm (of the student and any parameters the objective trains), after unscaling under float16.
 * **Determinism**: ``seed`` fixes the shuffling, dropout and augmentation; on CPU the same seed and the same initial
   weights give identical trained weights.
 * **Nothing is lost**: pressing stop (``KeyboardInterrupt``) ends training cleanly — the model keeps the weights
@@ -33,7 +38,6 @@ What the loop does for you:
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -49,7 +53,7 @@ from kdtutor.methods import CrossEntropy, Distillation, Objective
 from kdtutor.models import record_activations
 from kdtutor.progress import bar
 from kdtutor.training import distributed
-from kdtutor.training.config import TrainConfig
+from kdtutor.training.config import TrainConfig, autocast_dtype, build_optimizer
 from kdtutor.training.history import EpochStats, History
 
 __all__ = ["History", "default_device", "fit"]
@@ -71,12 +75,12 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
     """Train ``model`` on ``train`` by minimising ``loss`` (cross-entropy on the labels by default).
 
     ``config`` holds the training settings (:class:`TrainConfig`: epochs, batch size, learning rate, optimizer,
-    schedule, augmentation, seed, mixed precision); any of its fields may be passed as a keyword instead, overriding
-    it. ``teacher=`` or ``teacher_logits=`` (with ``temperature``, default 4, and ``alpha``, default 0.9) are
-    shortcuts for ``loss=Distillation(...)``. ``val`` is evaluated after every epoch. Prints one line per epoch, and
-    a progress bar inside epochs that last longer than two seconds, unless ``verbose=False``. The model is left on
-    the training device, in eval mode. Returns the :class:`History`; see the module docstring for interrupts,
-    non-finite losses and continuing a run.
+    schedule and warm-up, gradient clipping, augmentation, seed, mixed precision); any of its fields may be passed
+    as a keyword instead, overriding it. ``teacher=`` or ``teacher_logits=`` (with ``temperature``, default 4, and
+    ``alpha``, default 0.9) are shortcuts for ``loss=Distillation(...)``. ``val`` is evaluated after every epoch.
+    Prints one line per epoch, and a progress bar inside epochs that last longer than two seconds, unless
+    ``verbose=False``. The model is left on the training device, in eval mode. Returns the :class:`History`; see the
+    module docstring for interrupts, non-finite losses and continuing a run.
 
     An online ``teacher`` is used in place, not copied (a large teacher costs no second copy): ``fit`` moves it to
     the training device, puts it in eval mode and, with ``channels_last``, converts it to that memory layout; it
@@ -115,7 +119,8 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
                 history.interrupted = True
     except KeyboardInterrupt:
         history.interrupted = True
-        _report_interrupt(run.procs, where, history)
+        if run.verbose:
+            _report_interrupt(where, history)
     except FloatingPointError as err:
         good.restore()
         raise _diverged(err, run, where, history) from None
@@ -146,10 +151,14 @@ class _Run:
         device = torch.device(device) if device is not None else default_device()
         run.procs = procs = distributed.group(device)  # one process, or this one's place among torchrun's
         device, run.verbose = procs.device, verbose and procs.rank == 0
-        if isinstance(train, Stream) and cfg.augment is not None:
-            raise ValueError("augment: a Stream's batches are drawn as they are; augment inside its draw function")
+        if isinstance(train, Stream):
+            _check_stream(cfg, objective)
         run.data = train if isinstance(train, Stream) else OnDevice(nonempty("train", train), device, cfg.channels_last)
         run.val = OnDevice(nonempty("val", val), device, cfg.channels_last) if val is not None else None
+        run.steps_per_epoch = run.data.steps(cfg.batch_size, procs.world_size)
+        steps = cfg.epochs * run.steps_per_epoch
+        if cfg.warmup >= steps:
+            raise checks.bad("warmup", f"an integer from 0 to steps - 1 = {steps - 1}", cfg.warmup)
         model.to(device)
         with torch.random.fork_rng(devices=[]):  # parameters an objective builds start from the run's seed
             torch.manual_seed(cfg.seed)
@@ -163,12 +172,8 @@ class _Run:
         run.params = [p for p in (*model.parameters(), *objective.parameters()) if p.requires_grad]
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError(f"model: has no trainable parameters ({type(model).__name__}); nothing for fit to train")
-        run.steps_per_epoch = run.data.steps(cfg.batch_size, procs.world_size)
-        steps = cfg.epochs * run.steps_per_epoch
-        if cfg.warmup >= steps:
-            raise checks.bad("warmup", f"an integer from 0 to steps - 1 = {steps - 1}", cfg.warmup)
-        run.opt, run.sched = _optimizer(cfg, run.params, steps=steps, fused=device.type == "cuda")
-        amp_dtype = _amp_dtype(device, cfg)
+        run.opt, run.sched = build_optimizer(cfg, run.params, steps=steps, fused=device.type == "cuda")
+        amp_dtype = autocast_dtype(device, cfg)
         run.autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
         run.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         run.net = procs.wrap(model, some_unused=bool(objective.features))  # the model, or DDP around it
@@ -219,10 +224,18 @@ class _Run:
         self.check = lambda out, batch: None
 
 
-def _report_interrupt(procs: distributed.Group, where: _Where, history: History) -> None:
-    if procs.rank == 0:
-        print(f"Interrupted in epoch {where.epoch}, step {where.step}: the model keeps the weights trained so far; "
-              f"the history holds the {len(history)} completed epoch(s).", flush=True)
+def _report_interrupt(where: _Where, history: History) -> None:
+    print(f"Interrupted in epoch {where.epoch}, step {where.step}: the model keeps the weights trained so far; "
+          f"the history holds the {len(history)} completed epoch(s).", flush=True)
+
+
+def _check_stream(cfg: TrainConfig, objective: Objective) -> None:
+    """What a Stream cannot do: its batches are drawn afresh, with no sample index to look rows up by."""
+    if cfg.augment is not None:
+        raise ValueError("augment: a Stream's batches are drawn as they are; augment inside its batches function")
+    if objective.indexed:
+        raise ValueError("train: a Stream's batches have no sample indices, so cached teacher outputs, cached "
+                         "features and a labelled mask cannot be looked up; pass teacher= to run the teacher online")
 
 
 def _diverged(err: FloatingPointError, run: _Run, where: _Where, history: History) -> FloatingPointError:
@@ -314,39 +327,6 @@ def _check_outputs(out: torch.Tensor, labels: dict[str, tuple[int, int]]) -> Non
         if low < 0 or high >= classes:
             raise ValueError(f"{name}: labels must lie in [0, {classes - 1}] (the model has {classes} outputs), "
                              f"got labels from {low} to {high}")
-
-
-def _optimizer(cfg: TrainConfig, params, steps: int, fused: bool = False):
-    """The optimizer and its schedule; ``fused`` (on CUDA) makes AdamW update every parameter in one kernel."""
-    if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
-    else:
-        momentum = 0.9 if cfg.momentum is None else cfg.momentum
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay,
-                              nesterov=momentum > 0)
-    warmup = cfg.warmup
-
-    def factor(s: int) -> float:  # lr's multiplier at step s: a linear warm-up, then cosine to 0 or constant
-        if s < warmup:
-            return (s + 1) / warmup
-        if cfg.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * (min(s, steps) - warmup) / max(1, steps - warmup)))
-        return 1.0
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def _amp_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
-    """The autocast dtype on CUDA: the override, else bf16 where the GPU has it natively (not emulated), else fp16."""
-    if device.type != "cuda" or not cfg.amp:
-        return None
-    if cfg.amp_dtype is not None:
-        return cfg.amp_dtype
-    try:
-        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # older torch has no including_emulation (and counts only native support)
-        native_bf16 = torch.cuda.is_bf16_supported()
-    return torch.bfloat16 if native_bf16 else torch.float16
 
 
 # --- what fit keeps and checks -----------------------------------------------------------------------------------
