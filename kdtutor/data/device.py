@@ -15,6 +15,8 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from kdtutor import checks
+
 __all__ = ["Batch", "OnDevice", "Stream", "move", "nonempty"]
 
 
@@ -178,10 +180,7 @@ class Stream:
         if not callable(batches) or isinstance(batches, torch.Tensor):
             raise TypeError(f"batches: expected a function of a torch.Generator returning (B, L + 1) ids, e.g. "
                             f"lambda g: windows(ids, 32, 128, g), got {type(batches).__name__}")
-        self.draw, self.device = batches, torch.device(device)
-        self.n = steps if not isinstance(steps, bool) and isinstance(steps, int) and steps >= 1 else None
-        if self.n is None:
-            raise ValueError(f"steps: expected a positive integer, got {steps!r}")
+        self.draw, self.device, self.n = batches, torch.device(device), checks.positive_int("steps", steps)
 
     def __len__(self) -> int:
         return self.n
