@@ -33,7 +33,8 @@ HEADER = """# Execution times
 How long each chapter takes to execute from top to bottom, measured by `scripts/execute_notebooks.py` when it
 last stored the chapter's outputs. CI re-executes every notebook under nbval; the whole book must stay within
 **45 minutes on 2 CPU cores**, and each chapter within **4 minutes** unless its issue says otherwise. The
-notebooks run with the book's pinned numerics (see below).
+scripts execute the notebooks, and nbval checks them, with the book's pinned numerics (see below); the machine
+column says which numerics stored each chapter.
 
 | notebook | seconds | machine |
 | --- | ---: | --- |
