@@ -40,7 +40,7 @@ def over_seeds(run: Callable[[int], dict], seeds: Iterable[int], **config) -> li
 
 
 def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[int], evaluate_on: dict,
-            progress: bool = True, **fit_kwargs) -> list[dict]:
+            verbose: bool = True, **fit_kwargs) -> list[dict]:
     """Train a fresh ``make_model()`` per seed with :func:`~kdtutor.training.fit` and evaluate it: one row per seed.
 
     The seed fixes the initial weights (``torch.manual_seed(seed)`` before ``make_model()``), the training order
@@ -49,10 +49,10 @@ def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[i
     how a chapter draws a fresh labelled subset per seed. Two arms run with the same seeds differ only in what they
     are told to do. Rows hold ``arm``, ``seed``, ``<name>_acc`` for each dataset in ``evaluate_on``, ``train_acc``
     (last epoch), ``model`` and ``history`` (the trained module and its :class:`~kdtutor.training.History`).
-    ``fit_kwargs`` go to ``fit`` (``verbose`` defaults to ``False``). A progress bar counts the seeds unless
-    ``progress=False``.
+    ``fit_kwargs`` go to ``fit``, which trains quietly. A progress bar counts the seeds unless ``verbose=False``.
     """
-    fit_kwargs.setdefault("verbose", False)
+    if "progress" in fit_kwargs:
+        raise TypeError("progress: renamed verbose (run_arm(..., verbose=False)), as in fit and the rest of kdtutor")
 
     def run(seed: int) -> dict:
         data, extra = train, {}
@@ -70,11 +70,11 @@ def run_arm(arm: str, make_model: Callable[[], object], train, seeds: Iterable[i
                                  "in one place")
         torch.manual_seed(seed)
         model = make_model()
-        history = fit(model, data, seed=seed, **extra, **fit_kwargs)
+        history = fit(model, data, seed=seed, verbose=False, **extra, **fit_kwargs)
         row = {f"{name}_acc": evaluate(model, ds) for name, ds in evaluate_on.items()}
         return {**row, "train_acc": history.train_acc[-1], "model": model, "history": history}
 
-    return over_seeds(run, bar(list(seeds), desc=arm, verbose=progress), arm=arm)
+    return over_seeds(run, bar(list(seeds), desc=arm, verbose=verbose), arm=arm)
 
 
 def few_labels(train, n_per_class: int, teacher_logits: torch.Tensor | None = None, teacher=None) -> Callable:

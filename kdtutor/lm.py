@@ -130,18 +130,19 @@ class CharTransformer(nn.Module):
 # --- 2. batches and sampling ---------------------------------------------------------------------------------------
 
 
-def windows(ids: torch.Tensor, batch: int, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``batch`` random windows of ``length + 1`` ids from a 1-D id tensor, as int64 on its device.
+def windows(ids: torch.Tensor, batch_size: int, length: int,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """``batch_size`` random windows of ``length + 1`` ids from a 1-D id tensor, as int64 on its device.
 
     ``generator`` is a CPU generator (the start positions are drawn on the CPU, so a seed gives the same windows
     on any device).
 
     A window's first ``length`` ids are the input and its last ``length`` the targets (the text shifted by one).
     """
-    checks.positive_int("batch", batch), checks.positive_int("length", length)
+    checks.positive_int("batch_size", batch_size), checks.positive_int("length", length)
     if ids.ndim != 1 or len(ids) <= length:
         raise ValueError(f"ids: expected a 1-D tensor longer than length {length}, got shape {tuple(ids.shape)}")
-    starts = torch.randint(len(ids) - length, (batch,), generator=generator).to(ids.device)
+    starts = torch.randint(len(ids) - length, (batch_size,), generator=generator).to(ids.device)
     return ids[starts[:, None] + torch.arange(length + 1, device=ids.device)].long()
 
 
@@ -179,13 +180,13 @@ def generate(model: nn.Module, prompt: torch.Tensor, length: int, temperature: f
     return out
 
 
-def on_policy(model: nn.Module, ids: torch.Tensor, batch: int, prompt: int, length: int, temperature: float = 1.0,
-              top_k: int | None = None):
+def on_policy(model: nn.Module, ids: torch.Tensor, batch_size: int, prompt: int, length: int,
+              temperature: float = 1.0, top_k: int | None = None):
     """Batches the model writes itself, for on-policy distillation (Agarwal et al. 2024; Gu et al. 2024).
 
-    Returns a ``batches`` function for :func:`train`: each call draws ``batch`` prompts of ``prompt`` ids from
+    Returns a ``batches`` function for :func:`train`: each call draws ``batch_size`` prompts of ``prompt`` ids from
     ``ids`` (a 1-D id tensor, e.g. the training text) and lets ``model`` — the student being trained, as it is at
-    that step — continue each by ``length`` ids (:func:`generate`), giving ``(batch, prompt + length)`` ids. A
+    that step — continue each by ``length`` ids (:func:`generate`), giving ``(batch_size, prompt + length)`` ids. A
     teacher then scores the student's own text (:class:`TokenKD`): the student learns on the prefixes it will meet
     when it writes, not only on the corpus' or the teacher's. Writing costs ``length`` student forward passes per
     step.
@@ -196,11 +197,11 @@ def on_policy(model: nn.Module, ids: torch.Tensor, batch: int, prompt: int, leng
     ``TokenKD(teacher, prompt=batches.prompt)``, which leaves the prompt's positions out.
     """
     checks.nn_module("model", model)
-    for name, value in (("batch", batch), ("prompt", prompt), ("length", length)):
+    for name, value in (("batch_size", batch_size), ("prompt", prompt), ("length", length)):
         checks.positive_int(name, value)
 
     def batches(generator: torch.Generator) -> torch.Tensor:
-        prompts = windows(ids, batch, max(prompt - 1, 1), generator)[:, :prompt]  # prompt ids of the text
+        prompts = windows(ids, batch_size, max(prompt - 1, 1), generator)[:, :prompt]  # prompt ids of the text
         return generate(model, prompts, length, temperature, top_k, generator)
 
     batches.prompt = prompt  # the corpus ids at the start of each row (TokenKD(prompt=...) can leave them out)

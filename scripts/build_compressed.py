@@ -45,12 +45,13 @@ class PruneRecipe:
                 "threads": self.threads}
 
 
+# channels_last=False: the layout the shipped weights were trained in (channels-last rounds differently)
 RECIPES = {
     "teacher_fmnist_pruned": PruneRecipe(
         source="teacher_fmnist",
         ratio=0.6,
         config=kd.TrainConfig(epochs=15, batch_size=128, lr=2e-3, weight_decay=1e-4, optimizer="adamw",
-                              schedule="cosine"),
+                              schedule="cosine", channels_last=False),
         temperature=4.0,
         alpha=0.9,
         seeds=(0, 1, 2),

@@ -36,12 +36,13 @@ class Recipe:
                 "init_seed": self.init_seed, "threads": self.threads}
 
 
+# channels_last=False: the layout the shipped weights were trained in (channels-last rounds differently)
 RECIPES = {
     "teacher_fmnist": Recipe(
         architecture="teacher_cnn",
         data="book_split",
         config=kd.TrainConfig(epochs=8, batch_size=128, lr=1e-3, weight_decay=1e-4, optimizer="adamw",
-                              schedule="cosine", augment=None, seed=0),
+                              schedule="cosine", augment=None, seed=0, channels_last=False),
     ),
     # The improved teacher of Part IV ("the teacher improves"): the same architecture, a better recipe — more
     # epochs, on images shifted by up to one pixel (against the first teacher's overfitting).
@@ -49,7 +50,8 @@ RECIPES = {
         architecture="teacher_cnn",
         data="book_split",
         config=kd.TrainConfig(epochs=20, batch_size=128, lr=1e-3, weight_decay=1e-4, optimizer="adamw",
-                              schedule="cosine", augment=kd.RandomShiftFlip(max_shift=1, flip=False), seed=1),
+                              schedule="cosine", augment=kd.RandomShiftFlip(max_shift=1, flip=False), seed=1,
+                              channels_last=False),
         init_seed=1,
     ),
     # The appendix's VGG-style teacher: the article's twelve-convolution network at 1/16 of its widths, for grey
@@ -58,7 +60,7 @@ RECIPES = {
         architecture="vgg12_fmnist",
         data="book_split",
         config=kd.TrainConfig(epochs=8, batch_size=128, lr=1e-3, weight_decay=1e-4, optimizer="adamw",
-                              schedule="cosine", augment=None, seed=0),
+                              schedule="cosine", augment=None, seed=0, channels_last=False),
     ),
 }
 

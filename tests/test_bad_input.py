@@ -244,7 +244,10 @@ def test_an_online_teacher_that_outputs_inf_is_named():
             return out
 
     with pytest.raises(FloatingPointError, match="teacher's logits on the last batch are NaN or infinite"):
-        fit(teacher=Broken(), check_every=1)
+        fit(teacher=Broken(), check_every=1, online=True)
+    first = r"teacher: its logits are NaN or infinite for 64 training sample\(s\), the first being sample 0"
+    with pytest.raises(ValueError, match=first):
+        fit(teacher=Broken())  # run once, before the first step
 
 
 def test_interrupt_at_the_first_batch_of_an_epoch_names_that_step(small, capsys):

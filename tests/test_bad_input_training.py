@@ -81,7 +81,13 @@ class InfOnSample(nn.Module):
 def inf_teacher_run():
     x = X.clone()
     x[11, 0, 0, 0] = 42.0
-    return fit(data=TensorDataset(x, Y), teacher=InfOnSample(), batch_size=64, check_every=1)
+    return fit(data=TensorDataset(x, Y), teacher=InfOnSample(), batch_size=64, check_every=1, online=True)
+
+
+def inf_teacher_pass():
+    x = X.clone()
+    x[11, 0, 0, 0] = 42.0
+    return fit(data=TensorDataset(x, Y), teacher=InfOnSample(), batch_size=64)
 
 
 NEEDS_TORCHAO = {"int8_linear's model"}  # an optional dependency (the compress extra)
@@ -91,7 +97,7 @@ CASES = [
     ("amp='false'", lambda: kd.TrainConfig(amp="false"), ValueError, "amp: expected True or False, got 'false'"),
     ("amp=1", lambda: fit(amp=1), ValueError, "amp: expected True or False, got 1"),
     ("channels_last='no'", lambda: kd.TrainConfig(channels_last="no"), ValueError,
-     "channels_last: expected True or False, got 'no'"),
+     "channels_last: expected True, False or 'auto', got 'no'"),
     # a class where an instance is expected
     ("loss is the class Distillation", lambda: kd.fit(mlp(), DATA, loss=kd.Distillation), TypeError,
      "loss: expected an Objective instance such as kd.CrossEntropy() or kd.Distillation(...), got the class "
@@ -128,6 +134,12 @@ CASES = [
      "teacher_features: 'block' holds NaN or infinite values for sample 21 (its index in the training set)"),
     ("a teacher infinite on one sample", inf_teacher_run, FloatingPointError,
      "the teacher's logits on the last batch are NaN or infinite (first for sample 11, its index in the training"),
+    ("a teacher infinite on one sample, run once", inf_teacher_pass, ValueError,  # before any step
+     "teacher: its logits are NaN or infinite for 1 training sample(s), the first being sample 11 (its index"),
+    ("online='yes'", lambda: kd.Distillation(mlp(), online="yes"), ValueError,
+     "online: expected True or False, got 'yes'"),
+    ("online with cached logits", lambda: fit(teacher_logits=torch.zeros(len(Y), 10), online=False), ValueError,
+     "online: says when a teacher model runs; cached teacher_logits have no teacher to run"),
     # kdtutor.lm: TokenKD
     ("TokenKD(divergence='backward')", lambda: lm.TokenKD(tiny(), "backward"), ValueError,
      "divergence: expected a function or one of ['forward', 'reverse', 'jsd'], got 'backward'"),

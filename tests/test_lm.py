@@ -198,7 +198,7 @@ def test_generate_draws_from_the_softmax_at_temperature():
 def test_on_policy_batches_are_the_models_own_continuations_of_corpus_prompts():
     text = torch.arange(11, dtype=torch.uint8).repeat(20)
     model = tiny()
-    batches = lm.on_policy(model, text, batch=3, prompt=5, length=7)
+    batches = lm.on_policy(model, text, batch_size=3, prompt=5, length=7)
     rows = batches(torch.Generator().manual_seed(0))
     assert rows.shape == (3, 12) and ((rows[:, 1:5] - rows[:, :4]) % 11 == 1).all()  # prompts: slices of the text
     g = torch.Generator().manual_seed(0)
@@ -318,7 +318,7 @@ def test_bits_per_char_is_the_cross_entropy_in_bits_over_non_overlapping_windows
         x, y = ids[start:start + 16].long(), ids[start + 1:start + 17].long()
         nats += F.cross_entropy(model(x[None])[0].double(), y, reduction="sum").item()
         count += 16
-    assert lm.bits_per_char(model, ids, batch=3) == pytest.approx(nats / count / math.log(2), rel=1e-5)
+    assert lm.bits_per_char(model, ids, batch_size=3) == pytest.approx(nats / count / math.log(2), rel=1e-5)
     assert lm.bits_per_char(model, ids, max_chars=32) == pytest.approx(
         lm.bits_per_char(model, ids[:33]), rel=1e-6)
 
@@ -354,7 +354,7 @@ def test_sample_bits_scores_only_the_generated_part():
 
 @pytest.mark.parametrize("kw, match", [
     (dict(length=0), "length: expected a positive integer"),
-    (dict(batch=0), "batch: expected a positive integer"),
+    (dict(batch_size=0), "batch_size: expected a positive integer"),
     (dict(max_chars=0), "max_chars: expected a positive integer"),
 ])
 def test_bad_metric_arguments(kw, match):
@@ -514,6 +514,6 @@ def test_token_kd_scores_all_positions_by_default_and_leaves_out_prompt_and_padd
 
 def test_on_policy_says_which_positions_are_the_prompt():
     text = torch.randint(11, (300,), dtype=torch.uint8)
-    batches = lm.on_policy(tiny(), text, batch=2, prompt=5, length=4)
+    batches = lm.on_policy(tiny(), text, batch_size=2, prompt=5, length=4)
     assert batches.prompt == 5 and batches(torch.Generator().manual_seed(0)).shape == (2, 9)
     assert "By default it scores **all**" in lm.on_policy.__doc__ and "prompt=batches.prompt" in lm.on_policy.__doc__

@@ -64,7 +64,7 @@ def test_no_bars_in_the_book_or_when_asked(bars, monkeypatch, capsys, how):
     data = tiny()
     kd.fit(kd.MLP(hidden=(8,)), data, epochs=2, batch_size=100, device="cpu", verbose=verbose)
     kd.compute_logits(kd.MLP(hidden=(8,)), tiny(20_000), verbose=verbose)
-    run_arm("scratch", lambda: kd.MLP(hidden=(8,)), data, (0,), {}, progress=verbose, epochs=1, device="cpu")
+    run_arm("scratch", lambda: kd.MLP(hidden=(8,)), data, (0,), {}, verbose=verbose, epochs=1, device="cpu")
     assert bars == [] and capsys.readouterr().err == ""
 
 

@@ -354,6 +354,64 @@ def test_an_online_teacher_is_used_in_place(small):
     assert "used in place, not copied" in kd.fit.__doc__
 
 
+class Counting(nn.Module):
+    """A teacher that counts the images it has seen."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.images = net, 0
+
+    def forward(self, x):
+        self.images += len(x)
+        return self.net(x)
+
+
+@pytest.mark.filterwarnings("ignore:teacher_logits.*agrees with the labels")  # a random teacher, on purpose
+def test_a_teacher_runs_once_where_its_logits_cannot_change(small):
+    """TeacherObjective's docstring: one teacher pass per fit on fixed images, the same training as online."""
+    train, _ = small
+    torch.manual_seed(3)
+    teacher = Counting(kd.CNN(channels=(4, 8), hidden=0))
+    trained = {}
+    for online in (False, True):
+        teacher.images = 0
+        trained[online] = mlp()
+        kd.fit(trained[online], train, epochs=3, teacher=teacher, online=online, device="cpu", verbose=False)
+        # 2,000 images: once, or in every epoch (plus the first batch's shape check, 128 images)
+        assert teacher.images == (3 * len(train) + 128 if online else len(train))
+    for a, b in zip(trained[False].parameters(), trained[True].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)  # the same logits, up to batch-size rounding
+    teacher.images = 0  # augmented images change every step: the teacher runs on each of them
+    kd.fit(mlp(), train, epochs=2, teacher=teacher, augment=kd.RandomShiftFlip(), device="cpu", verbose=False)
+    assert teacher.images == 2 * len(train) + 128
+    loss = kd.Distillation(teacher=teacher)  # one objective, two runs: the second computes its own rows
+    kd.fit(mlp(), Subset(train, range(64)), epochs=1, loss=loss, device="cpu", verbose=False)
+    kd.fit(mlp(), Subset(train, range(100, 196)), epochs=1, loss=loss, device="cpu", verbose=False)
+    assert len(loss.rows) == 96
+    torch.testing.assert_close(loss.rows, teacher(train.tensors[0][100:196]))
+    assert "runs once over the training set" in kd.fit.__doc__
+
+
+@pytest.mark.parametrize("setting, model, device, expected", [
+    ("auto", "cnn", "cpu", True), ("auto", "mlp", "cpu", False), ("auto", "cnn", "cuda", False),
+    ("auto", "cnn", "mps", False), (False, "cnn", "cpu", False), (True, "mlp", "cuda", True)])
+def test_channels_last_auto_is_on_for_convolutions_on_the_cpu(setting, model, device, expected):
+    """TrainConfig.channels_last_for's docstring: "auto" means a Conv2d trained on the CPU, and nothing else."""
+    net = kd.student_cnn() if model == "cnn" else mlp()
+    cfg = kd.TrainConfig(channels_last=setting)
+    assert cfg.channels_last_for(net, torch.device(device)) is expected
+    assert kd.TrainConfig().channels_last == "auto"
+
+
+def test_fit_uses_the_auto_layout(small):
+    train, _ = small
+    cnn, net = kd.student_cnn(), mlp()
+    for model in (cnn, net):
+        kd.fit(model, Subset(train, range(64)), epochs=1, device="cpu", verbose=False)
+    assert cnn.features[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(p.is_contiguous() for p in net.parameters())
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_a_teacher_in_another_dtype_reads_and_returns_the_images_dtype(small, dtype):
     train, _ = small

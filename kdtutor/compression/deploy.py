@@ -121,7 +121,7 @@ class OnnxModel(nn.Module):
         return f"path={str(self.path)!r}, threads={self.threads}"
 
 
-def check_export(model: nn.Module, exported: nn.Module, data: Dataset, batch_size: int = 1024) -> dict[str, float]:
+def check_export(model: nn.Module, exported: nn.Module, data: Dataset, batch_size: int = 256) -> dict[str, float]:
     """How closely ``exported`` (e.g. an :class:`~kdtutor.compression.OnnxModel`) reproduces ``model`` on ``data``.
 
     Returns ``max_abs_diff`` (the largest absolute difference of any logit) and ``agreement`` (the fraction of

@@ -19,9 +19,9 @@ from kdtutor.losses import forward_kl
 __all__ = ["bits_per_char", "distinct_ngrams", "kl_to_teacher", "sample_bits"]
 
 
-def _chunks(ids: torch.Tensor, length: int, batch: int, max_chars: int | None):
-    """Non-overlapping windows of ``length + 1`` ids (consecutive windows share one id), ``batch`` at a time."""
-    checks.positive_int("length", length), checks.positive_int("batch", batch)
+def _chunks(ids: torch.Tensor, length: int, batch_size: int, max_chars: int | None):
+    """Non-overlapping windows of ``length + 1`` ids (consecutive windows share one id), ``batch_size`` at a time."""
+    checks.positive_int("length", length), checks.positive_int("batch_size", batch_size)
     if max_chars is not None:
         ids = ids[: checks.positive_int("max_chars", max_chars) + 1]
     n = (len(ids) - 1) // length
@@ -29,12 +29,12 @@ def _chunks(ids: torch.Tensor, length: int, batch: int, max_chars: int | None):
         raise ValueError(f"ids: expected more than {length} ids, got {len(ids)}")
     rows = ids[: n * length + 1].long()
     starts = torch.arange(n, device=ids.device) * length
-    for i in range(0, n, batch):
-        yield rows[starts[i:i + batch, None] + torch.arange(length + 1, device=ids.device)]
+    for i in range(0, n, batch_size):
+        yield rows[starts[i:i + batch_size, None] + torch.arange(length + 1, device=ids.device)]
 
 
 @torch.no_grad()
-def bits_per_char(model: nn.Module, ids: torch.Tensor, length: int | None = None, batch: int = 64,
+def bits_per_char(model: nn.Module, ids: torch.Tensor, length: int | None = None, batch_size: int = 64,
                   max_chars: int | None = None) -> float:
     r"""Held-out bits per character: :math:`-\frac{1}{N}\sum_t \log_2 q(x_{t+1} \mid x_{\le t})`.
 
@@ -44,7 +44,7 @@ def bits_per_char(model: nn.Module, ids: torch.Tensor, length: int | None = None
     checks.nn_module("model", model)
     model.eval()
     total, count = 0.0, 0
-    for rows in _chunks(ids, model.config["context"] if length is None else length, batch, max_chars):
+    for rows in _chunks(ids, model.config["context"] if length is None else length, batch_size, max_chars):
         logits = model(rows[:, :-1]).float()
         total += F.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten(), reduction="sum").item()
         count += rows[:, 1:].numel()
@@ -53,7 +53,7 @@ def bits_per_char(model: nn.Module, ids: torch.Tensor, length: int | None = None
 
 @torch.no_grad()
 def kl_to_teacher(teacher: nn.Module, student: nn.Module, ids: torch.Tensor, length: int | None = None,
-                  batch: int = 64, max_chars: int | None = None) -> float:
+                  batch_size: int = 64, max_chars: int | None = None) -> float:
     r""":math:`\frac{1}{N}\sum_t \mathrm{KL}(p_t \,\|\, q_t)` in bits per character on a text, at temperature 1.
 
     How far the student's next-character distribution is from the teacher's, on the same windows as
@@ -62,7 +62,7 @@ def kl_to_teacher(teacher: nn.Module, student: nn.Module, ids: torch.Tensor, len
     checks.nn_module("teacher", teacher), checks.nn_module("student", student)
     teacher.eval(), student.eval()
     total, count = 0.0, 0
-    for rows in _chunks(ids, student.config["context"] if length is None else length, batch, max_chars):
+    for rows in _chunks(ids, student.config["context"] if length is None else length, batch_size, max_chars):
         x = rows[:, :-1]
         total += forward_kl(student(x).float(), teacher(x).float()).item() * x.numel()
         count += x.numel()

@@ -75,20 +75,31 @@ class CrossEntropy(Objective):
 
 
 class TeacherObjective(Objective):
-    """Base of the objectives that learn from another model's outputs: a ``teacher`` run online on every batch (in
-    eval mode, under ``no_grad``, on the same — possibly augmented — images as the student), or its cached
-    ``teacher_logits``: one row per training sample, looked up by the batch's sample indices (see
-    :func:`~kdtutor.evaluation.cached_logits`). Cached logits belong to the un-augmented image, so they are refused
-    together with augmentation. Exactly one of the two is given.
+    """Base of the objectives that learn from another model's outputs: a ``teacher`` model, or its cached
+    ``teacher_logits`` (one row per training sample, looked up by the batch's sample indices; see
+    :func:`~kdtutor.evaluation.cached_logits`). Exactly one of the two is given.
+
+    **When the teacher runs.** A frozen teacher's logits on an image never change, so when ``fit`` trains on
+    images held in memory without augmentation, :meth:`setup` runs the teacher once over the training set (in
+    eval mode, under ``no_grad``, in order) and every step looks its rows up: one teacher pass per ``fit`` call
+    instead of one per epoch, with the same logits the online teacher would give. With ``augment``, a
+    :class:`~kdtutor.data.Stream`, a dataset that is not held as tensors (its own transforms may change the images),
+    or ``online=True``, the teacher runs on every batch instead, on the same — possibly augmented — images as the
+    student. Cached logits belong to the un-augmented image, so they are refused together with augmentation.
     """
 
     check_alignment = True  # warn when cached logits agree with the labels only at chance level (misaligned rows)
     settings: tuple[str, ...] = ()  # the attributes its repr shows after the teacher's source
+    rows: torch.Tensor | None = None  # the teacher's logits for this run's training set, when computed once
 
     def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float | None = None,
-                 **weights: float):
-        """``temperature`` (a positive number) and the non-negative loss ``weights`` become attributes, checked."""
+                 *, online: bool = False, **weights: float):
+        """``temperature`` (a positive number) and the non-negative loss ``weights`` become attributes, checked;
+        ``online=True`` runs the teacher on every batch even where one pass would do (see the class docstring)."""
         super().__init__()
+        if not isinstance(online, bool):
+            raise checks.bad("online", "True or False", online)
+        self.online = online
         if (teacher is None) == (teacher_logits is None):
             raise ValueError("teacher_logits: pass either a teacher or its cached logits, exactly one of them")
         if isinstance(teacher, type):
@@ -114,6 +125,9 @@ class TeacherObjective(Objective):
         if self.teacher is not None:
             self.teacher.to(train.device).eval()
             self.teacher_dtype = next((p.dtype for p in self.teacher.parameters() if p.is_floating_point()), None)
+            self.rows = None  # a run of its own: nothing kept from an earlier fit
+            if not self.online and augment is None and isinstance(train, OnDevice) and train.tensors is not None:
+                self.rows = self._teacher_pass(train)
             return
         if augment is not None:
             raise ValueError("augment: cannot be combined with teacher_logits — a cached logit belongs to the "
@@ -133,6 +147,8 @@ class TeacherObjective(Objective):
     def teacher_logits(self, batch: Batch) -> torch.Tensor:
         """The teacher's logits for ``batch``. A teacher stored in another floating-point dtype than the images
         (float64, bfloat16 beside a float32 student) reads them in its own dtype; its logits come back in theirs."""
+        if self.rows is not None:
+            return self.rows[batch.idx]
         if self.teacher is None:
             return self.logits[batch.idx]
         dtype = getattr(self, "teacher_dtype", None)
@@ -140,6 +156,17 @@ class TeacherObjective(Objective):
             if dtype is None or not batch.x.is_floating_point() or batch.x.dtype == dtype:
                 return self.teacher(batch.x)
             return self.teacher(batch.x.to(dtype)).to(batch.x.dtype)
+
+    def _teacher_pass(self, train: OnDevice) -> torch.Tensor:
+        """The teacher's logits for every training sample, in order (batches of 256, each as a step would run
+        it); refused up front if any is NaN or infinite, naming the first such sample."""
+        rows = torch.cat([self.teacher_logits(batch) for batch in train.batches(256)])
+        bad = ~torch.isfinite(rows.reshape(len(rows), -1)).all(1)
+        if bool(bad.any()):
+            raise ValueError(f"teacher: its logits are NaN or infinite for {int(bad.sum())} training sample(s), the "
+                             f"first being sample {int(bad.nonzero()[0, 0])} (its index in the training set): the "
+                             "teacher or its inputs are the cause")
+        return rows
 
     def diagnose(self, batch: Batch) -> str | None:
         logits = self.teacher_logits(batch)

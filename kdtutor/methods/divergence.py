@@ -27,8 +27,9 @@ def kl_rows(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
     return (log_a.exp() * (log_a - log_b)).sum(-1)
 
 
-def per_sample_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
+def per_sample_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     r""":math:`T^2\,\mathrm{KL}(\mathrm{softmax}(v/T) \| \mathrm{softmax}(z/T))` for each row (a vector, no mean)."""
+    t = temperature
     z = checks.full_precision(student_logits)  # half precision upcast to float32; float64 stays float64
     log_q = F.log_softmax(z / t, dim=-1)
     log_p = F.log_softmax(teacher_logits.to(z.dtype) / t, dim=-1)

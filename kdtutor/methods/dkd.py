@@ -33,15 +33,15 @@ __all__ = ["DecoupledKD", "dkd_loss", "dkd_terms"]
 
 
 def dkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
-              t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""Per sample, at temperature ``t``: TCKD, NCKD (both *without* the :math:`T^2` factor) and the teacher's
+              temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Per sample, at ``temperature`` :math:`T`: TCKD, NCKD (both *without* the :math:`T^2` factor) and the teacher's
     :math:`1 - p_t`, so that :math:`\mathrm{KL}(p^{\mathcal{T}} \| p^{\mathcal{S}}) = \mathrm{TCKD} + (1 - p_t)
     \,\mathrm{NCKD}` row by row (Zhao et al. 2022, eq. 6)."""
     if student_logits.shape[-1] < 2:
         raise ValueError(f"student_logits: expected at least 2 classes (DKD splits the target class from the others), "
                          f"got shape {tuple(student_logits.shape)}")
-    z_s = checks.full_precision(student_logits) / t
-    z_t = teacher_logits.to(z_s.dtype) / t
+    z_s = checks.full_precision(student_logits) / temperature
+    z_t = teacher_logits.to(z_s.dtype) / temperature
     y = targets.long().unsqueeze(-1)
     target = torch.zeros_like(z_s, dtype=torch.bool).scatter_(-1, y, True)  # no boolean indexing: no host sync
 
@@ -93,8 +93,9 @@ class DecoupledKD(TeacherObjective):
     settings = ("temperature", "tckd_weight", "nckd_weight")
 
     def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
-                 tckd_weight: float = 1.0, nckd_weight: float = 8.0):
-        super().__init__(teacher, teacher_logits, temperature, tckd_weight=tckd_weight, nckd_weight=nckd_weight)
+                 tckd_weight: float = 1.0, nckd_weight: float = 8.0, *, online: bool = False):
+        super().__init__(teacher, teacher_logits, temperature, online=online, tckd_weight=tckd_weight,
+                         nckd_weight=nckd_weight)
 
     def check(self, out: torch.Tensor, batch: Batch) -> None:
         if out.ndim == 2 and out.shape[1] < 2:  # one class has no non-target classes: NCKD would be 0/0

@@ -70,8 +70,9 @@ class FocalDistillation(TeacherObjective):
     settings = ("temperature", "base_weight", "focal_weight")
 
     def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 1.0,
-                 base_weight: float = 1.0, focal_weight: float = 5.0):
-        super().__init__(teacher, teacher_logits, temperature, base_weight=base_weight, focal_weight=focal_weight)
+                 base_weight: float = 1.0, focal_weight: float = 5.0, *, online: bool = False):
+        super().__init__(teacher, teacher_logits, temperature, online=online, base_weight=base_weight,
+                         focal_weight=focal_weight)
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return _focal_distillation_loss(out, self.teacher_logits(batch), batch.y, self.temperature,

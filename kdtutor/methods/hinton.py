@@ -109,8 +109,8 @@ class Distillation(TeacherObjective):
     """
 
     def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 4.0,
-                 alpha: float = 0.9, labelled=None):
-        super().__init__(teacher, teacher_logits, temperature)
+                 alpha: float = 0.9, labelled=None, *, online: bool = False):
+        super().__init__(teacher, teacher_logits, temperature, online=online)
         self.alpha = checks.probability("alpha", alpha)
         self.labelled = None if labelled is None else _as_mask(labelled)
 

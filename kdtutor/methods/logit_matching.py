@@ -40,8 +40,9 @@ class LogitMatching(Distillation):
     teacher, cached ``teacher_logits`` and ``labelled`` work as there. There is no temperature.
     """
 
-    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, alpha: float = 1.0, labelled=None):
-        super().__init__(teacher, teacher_logits, temperature=1.0, alpha=alpha, labelled=labelled)
+    def __init__(self, teacher: nn.Module | None = None, teacher_logits=None, alpha: float = 1.0, labelled=None, *,
+                 online: bool = False):
+        super().__init__(teacher, teacher_logits, temperature=1.0, alpha=alpha, labelled=labelled, online=online)
 
     def soft(self, out: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         return logit_matching_loss(out, teacher_logits)

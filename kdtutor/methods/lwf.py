@@ -92,8 +92,8 @@ class LearningWithoutForgetting(TeacherObjective):
     settings = ("old_classes", "temperature", "lwf_weight")
 
     def __init__(self, old_classes, teacher: nn.Module | None = None, teacher_logits=None, temperature: float = 2.0,
-                 lwf_weight: float = 1.0):
-        super().__init__(teacher, teacher_logits, temperature, lwf_weight=lwf_weight)
+                 lwf_weight: float = 1.0, *, online: bool = False):
+        super().__init__(teacher, teacher_logits, temperature, online=online, lwf_weight=lwf_weight)
         self.register_buffer("old_classes", _as_class_index(old_classes), persistent=False)
 
     def check(self, out: torch.Tensor, batch: Batch) -> None:

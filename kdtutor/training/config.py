@@ -35,8 +35,9 @@ class TrainConfig:
     amp: bool = True                       # mixed precision on CUDA; ignored on CPU and MPS
     amp_dtype: torch.dtype | None = None   # None: bf16 where the GPU has it natively, else fp16 + GradScaler
     check_every: int = 50                  # steps between checks for a non-finite loss (each check syncs once)
-    channels_last: bool = False           # convolutions on images stored N x H x W x C: about 2x faster on CPU
-    #                                        (converts the student and an online teacher in place; values unchanged)
+    channels_last: bool | str = "auto"     # images stored N x H x W x C, for the convolutions (1.4-2x on CPU);
+    #                                        "auto": on for a model with a Conv2d training on the CPU, off otherwise
+    #                                        (see channels_last_for); converts the student and its teachers in place
     warmup: int = 0                        # optimizer steps of linear warm-up to lr, then the schedule over the rest
     clip: float | None = None              # the gradients' largest total norm (None: not clipped)
 
@@ -62,15 +63,26 @@ class TrainConfig:
             raise checks.bad("augment", "a callable on a batch tensor, or None", self.augment)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise checks.bad("seed", "an integer", self.seed)
-        for name in ("amp", "channels_last"):  # the flags: a string such as "false" would be truthy
-            if not isinstance(getattr(self, name), bool):
-                raise checks.bad(name, "True or False", getattr(self, name))
+        if not isinstance(self.amp, bool):  # a flag: a string such as "false" would be truthy
+            raise checks.bad("amp", "True or False", self.amp)
+        if not isinstance(self.channels_last, bool) and self.channels_last != "auto":
+            raise checks.bad("channels_last", "True, False or 'auto'", self.channels_last)
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise checks.bad("warmup", "an integer >= 0 (optimizer steps)", self.warmup)
         if self.clip is not None:
             checks.positive("clip", self.clip)
         if self.amp_dtype not in (None, torch.bfloat16, torch.float16):
             raise checks.bad("amp_dtype", "None, torch.bfloat16 or torch.float16", self.amp_dtype)
+
+    def channels_last_for(self, model: torch.nn.Module, device: torch.device) -> bool:
+        """Whether a run of ``model`` on ``device`` uses the channels-last layout. ``"auto"`` turns it on where it was
+        measured faster: a model with a 2-D convolution, trained on the CPU (oneDNN's convolutions; the small CNN
+        trains 1.4-2x faster per epoch, ``benchmarks/RESULTS.md``). It stays off for models without one (an MLP
+        gains nothing) and on CUDA and MPS, where it has not been measured yet. The layout changes the
+        convolutions' rounding, not their values: trained weights differ in the last bits."""
+        if self.channels_last != "auto":
+            return self.channels_last
+        return device.type == "cpu" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -17,6 +17,9 @@ What the loop does for you:
   :class:`kdtutor.data.Stream` is drawn afresh at every step instead (a language model's text windows:
   :func:`kdtutor.lm.train` is ``fit`` on one); it has no sample indices, so cached teacher outputs, cached features,
   a ``labelled`` mask and ``augment`` are refused with it, and its inputs are not checked in advance.
+* **Fast by default**: a frozen teacher runs once per ``fit`` where its logits cannot change (images in memory,
+  no augmentation) rather than on every batch of every epoch (``online=True`` keeps it per batch), and a
+  convolutional model trains on the CPU in the channels-last layout (``channels_last="auto"``).
 * **Schedule and clipping**: ``warmup`` steps of linear warm-up, then cosine to 0 (or constant); ``clip`` caps the
   gradients' total norm (of the student and any parameters the objective trains), after unscaling under float16.
 * **Determinism**: ``seed`` fixes the shuffling, dropout and augmentation; on CPU the same seed and the same initial
@@ -71,25 +74,28 @@ def default_device() -> torch.device:
 def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, loss: Objective | None = None,
         val: Dataset | None = None, device=None, history: History | None = None, verbose: bool = True,
         teacher: nn.Module | None = None, teacher_logits=None, temperature: float | None = None,
-        alpha: float | None = None, **settings) -> History:
+        alpha: float | None = None, online: bool | None = None, **settings) -> History:
     """Train ``model`` on ``train`` by minimising ``loss`` (cross-entropy on the labels by default).
 
     ``config`` holds the training settings (:class:`TrainConfig`: epochs, batch size, learning rate, optimizer,
-    schedule and warm-up, gradient clipping, augmentation, seed, mixed precision); any of its fields may be passed
-    as a keyword instead, overriding it. ``teacher=`` or ``teacher_logits=`` (with ``temperature``, default 4, and
-    ``alpha``, default 0.9) are shortcuts for ``loss=Distillation(...)``. ``val`` is evaluated after every epoch.
+    schedule and warm-up, gradient clipping, augmentation, seed, mixed precision, memory layout); any of its fields
+    may be passed as a keyword instead, overriding it. ``teacher=`` or ``teacher_logits=`` (with ``temperature``,
+    default 4, ``alpha``, default 0.9, and for a teacher ``online``) are shortcuts for ``loss=Distillation(...)``.
+    ``val`` is evaluated after every epoch.
     Prints one line per epoch, and a progress bar inside epochs that last longer than two seconds, unless
     ``verbose=False``. The model is left on the training device, in eval mode. Returns the :class:`History`; see the
     module docstring for interrupts, non-finite losses and continuing a run.
 
-    An online ``teacher`` is used in place, not copied (a large teacher costs no second copy): ``fit`` moves it to
-    the training device, puts it in eval mode and, with ``channels_last``, converts it to that memory layout; it
-    stays so afterwards (its weights are never changed). A teacher stored in another dtype (float64, bfloat16) reads
+    A ``teacher`` runs once over the training set when its logits cannot change (images in memory, no
+    augmentation), and on every batch otherwise or with ``online=True`` (:class:`TeacherObjective`).
+    It is used in place, not copied (a large teacher costs no second copy): ``fit`` moves it to the training
+    device, puts it in eval mode and, in the channels-last layout, converts it to that layout; it stays so
+    afterwards (its weights are never changed). A teacher stored in another dtype (float64, bfloat16) reads
     the images in its dtype and its logits are cast back to theirs. The training accuracy counts the labelled rows
     only (a ``labelled`` mask leaves the others out; NaN for an epoch without one).
     """
     cfg = _settings(config, settings)
-    objective = _objective(loss, teacher, teacher_logits, temperature, alpha)
+    objective = _objective(loss, teacher, teacher_logits, temperature, alpha, online)
     checks.nn_module("model", model)
     _check_parameters(model)
     if history is not None and not isinstance(history, History):
@@ -153,8 +159,9 @@ class _Run:
         device, run.verbose = procs.device, verbose and procs.rank == 0
         if isinstance(train, Stream):
             _check_stream(cfg, objective)
-        run.data = train if isinstance(train, Stream) else OnDevice(nonempty("train", train), device, cfg.channels_last)
-        run.val = OnDevice(nonempty("val", val), device, cfg.channels_last) if val is not None else None
+        layout = cfg.channels_last_for(model, device)  # "auto": channels-last for convolutions on the CPU
+        run.data = train if isinstance(train, Stream) else OnDevice(nonempty("train", train), device, layout)
+        run.val = OnDevice(nonempty("val", val), device, layout) if val is not None else None
         run.steps_per_epoch = run.data.steps(cfg.batch_size, procs.world_size)
         steps = cfg.epochs * run.steps_per_epoch
         if cfg.warmup >= steps:
@@ -163,10 +170,10 @@ class _Run:
         with torch.random.fork_rng(devices=[]):  # parameters an objective builds start from the run's seed
             torch.manual_seed(cfg.seed)
             objective.attach(model, run.data)  # e.g. a FitNets regressor sized to the student's features
-        objective.to(device).setup(run.data, cfg.augment)
-        if cfg.channels_last:  # convolutions in the channels-last layout: the student's, and every online teacher's
+        if layout:  # convolutions in the channels-last layout: the student's, and every teacher's
             for net in (model, *objective.teachers()):
                 net.to(memory_format=torch.channels_last)
+        objective.to(device).setup(run.data, cfg.augment)  # e.g. one teacher pass where the images never change
         procs.broadcast(objective)  # e.g. the same FitNets regressors on every process
         run.labels = _label_ranges(run.data, run.val, objective.labelled)  # checked once against the outputs
         run.params = [p for p in (*model.parameters(), *objective.parameters()) if p.requires_grad]
@@ -263,7 +270,7 @@ def _settings(config: TrainConfig | None, settings: dict) -> TrainConfig:
     return replace(config or TrainConfig(), **settings)
 
 
-def _objective(loss, teacher, teacher_logits, temperature, alpha) -> Objective:
+def _objective(loss, teacher, teacher_logits, temperature, alpha, online) -> Objective:
     if loss is not None:
         if isinstance(loss, type):
             raise TypeError(f"loss: expected an Objective instance such as kd.CrossEntropy() or kd.Distillation(...), "
@@ -271,19 +278,22 @@ def _objective(loss, teacher, teacher_logits, temperature, alpha) -> Objective:
         if not isinstance(loss, Objective):
             raise TypeError(f"loss: expected an Objective such as kd.CrossEntropy() or kd.Distillation(...), got "
                             f"{type(loss).__name__}")
-        if any(v is not None for v in (teacher, teacher_logits, temperature, alpha)):
-            raise ValueError("loss: give the teacher, teacher_logits, temperature and alpha to the objective, not "
-                             "to fit as well")
+        if any(v is not None for v in (teacher, teacher_logits, temperature, alpha, online)):
+            raise ValueError("loss: give the teacher, teacher_logits, temperature, alpha and online to the "
+                             "objective, not to fit as well")
         return loss
     if teacher is None and teacher_logits is None:
-        for name, value in (("temperature", temperature), ("alpha", alpha)):
+        for name, value in (("temperature", temperature), ("alpha", alpha), ("online", online)):
             if value is not None:
                 raise ValueError(f"{name}: only used for distillation; pass teacher= or teacher_logits= as well "
                                  f"(got {name}={value!r} without a teacher)")
         return CrossEntropy()
     if teacher is not None and teacher_logits is not None:
         raise ValueError("teacher_logits: pass either a teacher or its cached logits, not both")
-    given = {"temperature": temperature, "alpha": alpha}  # the rest: Distillation's defaults, written once there
+    if online is not None and teacher is None:
+        raise ValueError(f"online: says when a teacher model runs; cached teacher_logits have no teacher to run "
+                         f"(got online={online!r} with teacher_logits)")
+    given = {"temperature": temperature, "alpha": alpha, "online": online}  # the rest: Distillation's defaults
     return Distillation(teacher, teacher_logits, **{k: v for k, v in given.items() if v is not None})
 
 
