@@ -80,7 +80,7 @@ class TeacherObjective(Objective):
     :func:`~kdtutor.evaluation.cached_logits`). Exactly one of the two is given.
 
     **When the teacher runs.** A frozen teacher's logits on an image never change, so when ``fit`` trains on
-    images held in memory without augmentation, :meth:`setup` runs the teacher once over the training set (in
+    images held in memory without augmentation, ``setup`` runs the teacher once over the training set (in
     eval mode, under ``no_grad``, in order) and every step looks its rows up: one teacher pass per ``fit`` call
     instead of one per epoch, with the same logits the online teacher would give. With ``augment``, a
     :class:`~kdtutor.data.Stream`, a dataset that is not held as tensors (its own transforms may change the images),
