@@ -29,7 +29,7 @@ __all__ = ["REFERENCE", "benchmark", "check", "extras"]
 # not measured in the same hour (this machine's speed varies by ~40%), so the estimate is good to about that.
 REFERENCE = {
     "machine": "2 CPU cores, x86_64",
-    "benchmark_s": 0.54,  # benchmark(3) on 2026-12-03 with channels_last="auto" (0.54 and 0.71 in two runs)
+    "benchmark_s": 0.57,  # benchmark(3) on 2026-12-03, on a quiet machine (later the same day: 0.54 and 0.71)
     "chapter": "book/patient-teaching.ipynb",
     "chapter_s": 215.0,
 }

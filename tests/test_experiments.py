@@ -210,6 +210,15 @@ def test_run_arm_pairs_seeds_and_reports_accuracies(small):
     assert kd.evaluate(a[0]["model"], val) == a[0]["val_acc"]
 
 
+def test_run_arm_names_its_renamed_argument(small):
+    from kdtutor.experiments import run_arm
+    from kdtutor.models import MLP
+
+    train, val = small
+    with pytest.raises(TypeError, match=r"progress: renamed verbose \(run_arm\(..., verbose=False\)\)"):
+        run_arm("scratch", lambda: MLP(hidden=(8,)), train, [0], {}, epochs=1, progress=False)
+
+
 def test_run_arm_draws_the_data_from_the_seed(small):
     import kdtutor as kd
     from kdtutor.experiments import run_arm

@@ -82,12 +82,14 @@ def test_generic_datasets_take_the_dataloader_path(small):
     assert kd.evaluate(model, Subset(val, list(range(200)))) == pytest.approx(history.val_acc[-1])
 
 
-def test_distillation_keeps_teacher_frozen_in_eval_mode(small):
+@pytest.mark.parametrize("online", [False, True])
+def test_distillation_keeps_teacher_frozen_in_eval_mode(small, online):
     train, val = small
     teacher = kd.CNN(channels=(4, 8), hidden=16)  # has BatchNorm: train mode would change its running stats
     teacher.train()
     state = {k: v.clone() for k, v in teacher.state_dict().items()}
-    kd.fit(mlp(), train, epochs=1, teacher=teacher, temperature=4, alpha=0.9, device="cpu", verbose=False)
+    kd.fit(mlp(), train, epochs=1, teacher=teacher, temperature=4, alpha=0.9, device="cpu", verbose=False,
+           online=online)
     assert not teacher.training
     assert all(torch.equal(state[k], v) for k, v in teacher.state_dict().items())
     assert all(p.grad is None for p in teacher.parameters())
@@ -99,7 +101,8 @@ def test_cached_logits_train_like_the_online_teacher(small):
     torch.manual_seed(1)
     teacher = kd.MLP(hidden=(64,)).eval()
     online, cached = mlp(), mlp()
-    kd.fit(online, train, epochs=2, teacher=teacher, temperature=3, alpha=0.7, device="cpu", verbose=False)
+    kd.fit(online, train, epochs=2, teacher=teacher, temperature=3, alpha=0.7, device="cpu", verbose=False,
+           online=True)
     logits = kd.compute_logits(teacher, train)
     kd.fit(cached, train, epochs=2, teacher_logits=logits, temperature=3, alpha=0.7, device="cpu", verbose=False)
     assert torch.allclose(weights(online), weights(cached), atol=1e-4)
@@ -384,11 +387,12 @@ def test_a_teacher_runs_once_where_its_logits_cannot_change(small):
     teacher.images = 0  # augmented images change every step: the teacher runs on each of them
     kd.fit(mlp(), train, epochs=2, teacher=teacher, augment=kd.RandomShiftFlip(), device="cpu", verbose=False)
     assert teacher.images == 2 * len(train) + 128
-    loss = kd.Distillation(teacher=teacher)  # one objective, two runs: the second computes its own rows
-    kd.fit(mlp(), Subset(train, range(64)), epochs=1, loss=loss, device="cpu", verbose=False)
-    kd.fit(mlp(), Subset(train, range(100, 196)), epochs=1, loss=loss, device="cpu", verbose=False)
-    assert len(loss.rows) == 96
-    torch.testing.assert_close(loss.rows, teacher(train.tensors[0][100:196]))
+    loss = kd.Distillation(teacher=teacher)  # one objective, three runs: each its own rows, dropped after
+    for part, augment, seen in ((range(64), None, 64), (range(100, 196), None, 96),
+                                (range(32), kd.RandomShiftFlip(), 3 * 32)):
+        teacher.images = 0
+        kd.fit(mlp(), Subset(train, part), epochs=2, loss=loss, augment=augment, device="cpu", verbose=False)
+        assert teacher.images == seen and loss.rows is None  # augmented: every step (plus the first check)
     assert "runs once over the training set" in kd.fit.__doc__
 
 
@@ -400,6 +404,7 @@ def test_channels_last_auto_is_on_for_convolutions_on_the_cpu(setting, model, de
     net = kd.student_cnn() if model == "cnn" else mlp()
     cfg = kd.TrainConfig(channels_last=setting)
     assert cfg.channels_last_for(net, torch.device(device)) is expected
+    assert cfg.channels_last_for(net, device) is expected  # a device name will do
     assert kd.TrainConfig().channels_last == "auto"
 
 

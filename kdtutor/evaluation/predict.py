@@ -4,7 +4,7 @@ Everything here runs the model in eval mode under ``torch.no_grad()`` and restor
 moved to the device once per call (:class:`kdtutor.data.OnDevice`); pass an ``OnDevice`` to reuse a copy already
 there, as :func:`~kdtutor.training.fit` does for its validation set.
 
-**The logit cache.** Several chapters need the teacher's logits for the same 55,000 training images (about 20 s on
+**The logit cache.** Several chapters need the teacher's logits for the same 55,000 training images (about 10 s on
 two CPU cores each time). :func:`~kdtutor.evaluation.cached_logits` stores them under ``~/.cache/kdtutor/logits`` (or
 ``$KDTUTOR_CACHE``), keyed by a SHA-256 of the model (its class and every tensor of its ``state_dict``), a SHA-256
 of the input tensor (with its shape and dtype) and the device type: a changed teacher, split or dtype gets its own
@@ -70,7 +70,7 @@ def compute_logits(model: nn.Module, data: Dataset, batch_size: int = 256, devic
     Use it to keep a teacher's outputs (``fit(..., teacher_logits=compute_logits(teacher, train))``), or
     :func:`~kdtutor.evaluation.cached_logits` to keep them on disk across notebooks. Shows a progress bar on large
     data (20,000 samples or more) unless ``verbose=False``. Batches of 256 by default: on a 2-core CPU the book's
-    teacher runs about 3x faster so than in batches of 1,024, whose activations outgrow the caches; the logits do
+    teacher runs about 3x faster than in batches of 1,024, whose activations outgrow the caches; the logits do
     not depend on the batch size (equal bit for bit for every model of the book under its pinned numerics).
     """
     checks.nn_module("model", model)

@@ -9,8 +9,9 @@ FitNets regressor, say): ``fit`` adds them to the optimizer and moves them to th
 kept *outside* the module tree — frozen, in eval mode, never trained, never saved with the objective.
 
 ``fit`` calls :meth:`~kdtutor.training.Objective.setup` once before training (move cached tensors to the device,
-check their shapes against the training set) and :meth:`~kdtutor.training.Objective.check` on the first batch only,
-so the loop itself adds no checks and no host synchronisation per step. Each method's pure loss
+check their shapes against the training set), :meth:`~kdtutor.training.Objective.check` on the first batch only,
+so the loop itself adds no checks and no host synchronisation per step, and
+:meth:`~kdtutor.training.Objective.finish` when the run ends. Each method's pure loss
 sits beside its objective in its own module of :mod:`kdtutor.methods`.
 """
 
@@ -51,8 +52,11 @@ class Objective(nn.Module):
         return None
 
     def teachers(self) -> list[nn.Module]:
-        """The teacher models this objective runs online (``fit`` gives them the student's memory layout)."""
+        """The teacher models this objective runs (``fit`` gives them the student's memory layout)."""
         return []
+
+    def finish(self) -> None:
+        """Called by ``fit`` when the run ends, however it ends: drop what belongs to that run only."""
 
 
 class CrossEntropy(Objective):
@@ -82,10 +86,13 @@ class TeacherObjective(Objective):
     **When the teacher runs.** A frozen teacher's logits on an image never change, so when ``fit`` trains on
     images held in memory without augmentation, ``setup`` runs the teacher once over the training set (in
     eval mode, under ``no_grad``, in order) and every step looks its rows up: one teacher pass per ``fit`` call
-    instead of one per epoch, with the same logits the online teacher would give. With ``augment``, a
+    instead of one per epoch, with the logits the online teacher would give (equal on the CPU; under CUDA mixed
+    precision the pass runs in float32, a little more exactly than an autocast step would). With ``augment``, a
     :class:`~kdtutor.data.Stream`, a dataset that is not held as tensors (its own transforms may change the images),
     or ``online=True``, the teacher runs on every batch instead, on the same — possibly augmented — images as the
     student. Cached logits belong to the un-augmented image, so they are refused together with augmentation.
+    The rows live for one ``fit`` call (``finish`` drops them). Under ``torchrun`` every process runs the
+    whole pass, so it pays off once a run has more epochs than processes.
     """
 
     check_alignment = True  # warn when cached logits agree with the labels only at chance level (misaligned rows)
@@ -145,27 +152,44 @@ class TeacherObjective(Objective):
         checks.logits_pair(out, self.teacher_logits(batch))
 
     def teacher_logits(self, batch: Batch) -> torch.Tensor:
-        """The teacher's logits for ``batch``. A teacher stored in another floating-point dtype than the images
-        (float64, bfloat16 beside a float32 student) reads them in its own dtype; its logits come back in theirs."""
+        """The teacher's logits for ``batch``: the rows of this run's teacher pass or of the cached logits, else
+        the teacher run on the batch's images (:meth:`run_teacher`)."""
         if self.rows is not None:
             return self.rows[batch.idx]
         if self.teacher is None:
             return self.logits[batch.idx]
+        return self.run_teacher(batch.x)
+
+    def run_teacher(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher on images ``x``, in eval mode, under ``no_grad``. A teacher stored in another floating-point
+        dtype than the images (float64, bfloat16 beside a float32 student) reads them in its own dtype; its logits
+        come back in theirs."""
         dtype = getattr(self, "teacher_dtype", None)
         with torch.no_grad():
-            if dtype is None or not batch.x.is_floating_point() or batch.x.dtype == dtype:
-                return self.teacher(batch.x)
-            return self.teacher(batch.x.to(dtype)).to(batch.x.dtype)
+            if dtype is None or not x.is_floating_point() or x.dtype == dtype:
+                return self.teacher(x)
+            return self.teacher(x.to(dtype)).to(x.dtype)
+
+    def finish(self) -> None:
+        self.rows = None  # one run's rows: not kept on the device after fit, nor read by a later call
 
     def _teacher_pass(self, train: OnDevice) -> torch.Tensor:
-        """The teacher's logits for every training sample, in order (batches of 256, each as a step would run
-        it); refused up front if any is NaN or infinite, naming the first such sample."""
-        rows = torch.cat([self.teacher_logits(batch) for batch in train.batches(256)])
+        """The teacher's logits for every training sample, in order (batches of 256); refused up front if any is
+        NaN or infinite, naming the first such sample and whether its own inputs are."""
+        rows = None
+        for batch in train.batches(256):
+            out = self.run_teacher(batch.x)
+            if rows is None:  # filled in place: no second copy of the rows
+                rows = out.new_empty((len(train), *out.shape[1:]))
+            rows[batch.idx] = out
         bad = ~torch.isfinite(rows.reshape(len(rows), -1)).all(1)
         if bool(bad.any()):
+            first = int(bad.nonzero()[0, 0])
+            x = train.tensors[0][first]
+            cause = ("its inputs hold NaN or infinite values: the inputs are the cause" if x.is_floating_point()
+                     and not bool(torch.isfinite(x).all()) else "the teacher or its inputs are the cause")
             raise ValueError(f"teacher: its logits are NaN or infinite for {int(bad.sum())} training sample(s), the "
-                             f"first being sample {int(bad.nonzero()[0, 0])} (its index in the training set): the "
-                             "teacher or its inputs are the cause")
+                             f"first being sample {first} (its index in the training set); {cause}")
         return rows
 
     def diagnose(self, batch: Batch) -> str | None:
@@ -179,7 +203,9 @@ class TeacherObjective(Objective):
         return None
 
     def source(self) -> str:
-        return "online teacher" if self.teacher is not None else f"cached logits {tuple(self.logits.shape)}"
+        if self.teacher is None:
+            return f"cached logits {tuple(self.logits.shape)}"
+        return "teacher, online=True" if self.online else "teacher"
 
     def extra_repr(self) -> str:
         shown = {k: getattr(self, k) for k in self.settings}
@@ -287,6 +313,10 @@ class Sum(Objective):
 
     def teachers(self) -> list[nn.Module]:
         return [teacher for t in self.terms for teacher in t.teachers()]
+
+    def finish(self) -> None:
+        for t in self.terms:
+            t.finish()
 
     def forward(self, out: torch.Tensor, batch: Batch, features=None) -> torch.Tensor:
         return sum(t(out, batch, features) for t in self.terms)

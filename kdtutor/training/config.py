@@ -74,7 +74,7 @@ class TrainConfig:
         if self.amp_dtype not in (None, torch.bfloat16, torch.float16):
             raise checks.bad("amp_dtype", "None, torch.bfloat16 or torch.float16", self.amp_dtype)
 
-    def channels_last_for(self, model: torch.nn.Module, device: torch.device) -> bool:
+    def channels_last_for(self, model: torch.nn.Module, device: torch.device | str) -> bool:
         """Whether a run of ``model`` on ``device`` uses the channels-last layout. ``"auto"`` turns it on where it was
         measured faster: a model with a 2-D convolution, trained on the CPU (oneDNN's convolutions; the small CNN
         trains 1.4-2x faster per epoch, ``benchmarks/RESULTS.md``). It stays off for models without one (an MLP
@@ -82,7 +82,7 @@ class TrainConfig:
         convolutions' rounding, not their values: trained weights differ in the last bits."""
         if self.channels_last != "auto":
             return self.channels_last
-        return device.type == "cpu" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        return torch.device(device).type == "cpu" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -132,6 +132,7 @@ def fit(model: nn.Module, train: Dataset, config: TrainConfig | None = None, *, 
         raise _diverged(err, run, where, history) from None
     finally:
         model.eval()
+        objective.finish()  # e.g. a teacher pass's rows: this run's only
     return history
 
 

@@ -79,7 +79,12 @@ def test_an_online_teacher_is_not_part_of_the_objective():
     teacher = kd.MLP(hidden=(8,))
     objective = kd.Distillation(teacher=teacher)
     assert list(objective.parameters()) == [] and objective.state_dict() == {}
-    assert objective.teacher is teacher and "online teacher" in repr(objective)
+    assert objective.teacher is teacher and "(teacher, temperature" in repr(objective)
+    assert "teacher, online=True" in repr(kd.Distillation(teacher=teacher, online=True))
+    t = kd.training
+    for make in (t.Distillation, t.LogitMatching, t.DecoupledKD, t.FocalDistillation,
+                 lambda **kw: t.LearningWithoutForgetting([0, 1], **kw)):  # every teacher objective takes it
+        assert make(teacher=teacher, online=True).online and not make(teacher=teacher).online
     with pytest.raises(TypeError, match="teacher: expected an nn.Module"):
         kd.Distillation(teacher=torch.zeros(3, 10))
     with pytest.raises(ValueError, match="exactly one"):
